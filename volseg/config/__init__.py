@@ -1,0 +1,33 @@
+"""Typed run configuration: dataclass defaults, YAML files on top, ``key=value`` overrides."""
+
+from __future__ import annotations
+
+from volseg.config.loader import config_keys, from_dict, load_config, save_config, to_dict
+from volseg.config.schema import (
+    Config,
+    DataConfig,
+    EncoderConfig,
+    HeadConfig,
+    InferenceConfig,
+    LoraConfig,
+    ModelConfig,
+    TrainConfig,
+    validate_config,
+)
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EncoderConfig",
+    "HeadConfig",
+    "InferenceConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_keys",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "to_dict",
+    "validate_config",
+]

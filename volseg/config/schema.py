@@ -1,0 +1,275 @@
+"""The volseg run configuration: one dataclass per pipeline stage, with defaults.
+
+``configs/base.yaml`` documents the same defaults; a run YAML names it as ``base:`` and changes
+what it needs. Paths are strings, relative to the working directory. Checks that types cannot
+express (ranges, orderings) live in :func:`validate_config`, run whenever a :class:`Config` is
+built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from volseg.errors import VolsegError
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how it is split, and how volumes are resampled and normalised.
+
+    Attributes:
+        manifest: dataset description: volseg JSON, MSD ``dataset.json``, nnU-Net v2 raw
+            folder, or CSV (classification).
+        splits: ``splits.json`` with the cross-validation folds; None makes one in the run folder.
+        folds: number of cross-validation folds.
+        fold: the fold to train and validate on, ``0 <= fold < folds``.
+        classes: label names (segmentation) or class names (classification) to use; None
+            takes all of the manifest's.
+        spacing: target voxel spacing (x, y, z) in mm after RAS reorientation; None keeps
+            each volume's native spacing.
+        intensity: normalisation: ``ct`` clips to ``ct_window`` (HU) and scales to [0, 1];
+            ``mri`` z-scores each volume's non-zero voxels.
+        ct_window: (low, high) clipping window in HU for ``intensity: ct``.
+        slab: slices along the slice axis per training sample.
+        cache_features: cache frozen-encoder slice features (fp16) and reuse them across epochs.
+    """
+
+    manifest: str = ""
+    splits: str | None = None
+    folds: int = 5
+    fold: int = 0
+    classes: list[str] | None = None
+    spacing: tuple[float, float, float] | None = None
+    intensity: Literal["ct", "mri"] = "ct"
+    ct_window: tuple[float, float] = (-175.0, 250.0)
+    slab: int = 16
+    cache_features: bool = True
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters on the encoder's attention, used when ``encoder.mode`` is ``lora``.
+
+    Attributes:
+        rank: rank r of each adapter.
+        alpha: scaling numerator; the adapter output is scaled by ``alpha / rank``.
+        dropout: dropout probability on the adapter input, in [0, 1).
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+
+@dataclass
+class EncoderConfig:
+    """The 2D foundation encoder applied to every slice.
+
+    Attributes:
+        name: timm model name, e.g. ``vit_small_patch14_dinov2`` (patch size 14).
+        weights: local file or folder (Meta ``.pth``, timm, HuggingFace) or hub name;
+            None initialises randomly.
+        mode: ``frozen`` (no encoder gradients; features can be cached), ``last_n`` (train the
+            last ``last_n`` blocks), ``full`` (train everything), ``lora`` (train adapters).
+        last_n: number of final transformer blocks trained when ``mode`` is ``last_n``.
+        lora: adapter settings when ``mode`` is ``lora``.
+        slice_axis: slicing direction in RAS: ``axial`` (z), ``coronal`` (y), ``sagittal`` (x).
+        chunk: slices per encoder forward call; lower it to save GPU memory.
+        layers: indices of the transformer blocks whose outputs are fused (negative counts from
+            the end); None uses the last block only.
+        channel_adapter: how input channels are mapped to the encoder's 3 RGB channels:
+            ``repeat`` a single channel, or a ``learned`` 1x1 convolution.
+    """
+
+    name: str = "vit_small_patch14_dinov2"
+    weights: str | None = None
+    mode: Literal["frozen", "last_n", "full", "lora"] = "frozen"
+    last_n: int = 2
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    slice_axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    chunk: int = 32
+    layers: list[int] | None = None
+    channel_adapter: Literal["repeat", "learned"] = "repeat"
+
+
+@dataclass
+class HeadConfig:
+    """The light head on top of the slice features.
+
+    Attributes:
+        name: head registry name, e.g. ``seg3d`` (segmentation) or ``mil`` (classification).
+        channels: hidden channels of the head.
+        dropout: dropout probability inside the head, in [0, 1).
+    """
+
+    name: str = "seg3d"
+    channels: int = 64
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    """Encoder + head, and the task they solve.
+
+    Attributes:
+        task: ``segmentation`` (voxel label map) or ``classification`` (one class per case).
+        encoder: the slice encoder.
+        head: the head.
+    """
+
+    task: Literal["segmentation", "classification"] = "segmentation"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    Attributes:
+        epochs: number of training epochs.
+        batch_size: samples per optimiser step and device (before gradient accumulation).
+        lr: peak learning rate of the head.
+        encoder_lr: peak learning rate of the trained encoder parameters (not ``frozen``).
+        weight_decay: AdamW weight decay.
+        warmup_epochs: epochs of linear learning-rate warm-up before the decay.
+        val_every: validate every this many epochs (and after the last).
+        amp: mixed precision: ``auto`` (bf16 where supported, else fp16 on GPU, off on CPU),
+            ``bf16``, ``fp16`` or ``off``.
+        grad_accum: batches accumulated per optimiser step.
+        grad_clip: maximum gradient L2 norm; None disables clipping.
+        num_workers: data-loader worker processes (0 loads in the main process).
+    """
+
+    epochs: int = 50
+    batch_size: int = 2
+    lr: float = 1e-3
+    encoder_lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    val_every: int = 5
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    num_workers: int = 2
+
+
+@dataclass
+class InferenceConfig:
+    """Sliding-window prediction (shared by validation and ``volseg predict``).
+
+    Attributes:
+        overlap: fraction of a window shared with its neighbour, in [0, 1).
+        sw_batch_size: windows run through the head at once.
+        tta: test-time augmentation by flipping; averages the flipped predictions.
+    """
+
+    overlap: float = 0.25
+    sw_batch_size: int = 2
+    tta: bool = False
+
+
+@dataclass
+class Config:
+    """A whole run. Building one (directly or via ``load_config``) runs :func:`validate_config`.
+
+    Attributes:
+        name: run name; the run folder is ``output_dir/name``.
+        output_dir: folder that holds the run folders.
+        seed: random seed for splits, sampling and initialisation.
+        data: dataset and preprocessing.
+        model: encoder and head.
+        train: training loop.
+        inference: sliding-window prediction.
+    """
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        validate_config(self)
+
+
+def validate_config(cfg: Config) -> None:
+    """Check the values of ``cfg`` that its types cannot express.
+
+    Raises:
+        VolsegError: naming the first offending key, its value and the allowed range.
+    """
+    data, enc, head, train = cfg.data, cfg.model.encoder, cfg.model.head, cfg.train
+    # Each condition holds for good values; NaN fails all of them.
+    checks: list[tuple[bool, str, object, str]] = [
+        (bool(cfg.name) and "/" not in cfg.name, "name", cfg.name, "a non-empty name without '/'"),
+        (bool(cfg.output_dir), "output_dir", cfg.output_dir, "a non-empty folder"),
+        (cfg.seed >= 0, "seed", cfg.seed, ">= 0"),
+        (data.folds >= 2, "data.folds", data.folds, ">= 2"),
+        (
+            0 <= data.fold < data.folds,
+            "data.fold",
+            data.fold,
+            f"in 0..{data.folds - 1} (below data.folds={data.folds})",
+        ),
+        (
+            data.classes is None or (len(set(data.classes)) == len(data.classes) > 0),
+            "data.classes",
+            data.classes,
+            "null or a non-empty list of distinct names",
+        ),
+        (
+            data.spacing is None or all(s > 0 for s in data.spacing),
+            "data.spacing",
+            data.spacing,
+            "null or three spacings > 0 mm",
+        ),
+        (data.ct_window[0] < data.ct_window[1], "data.ct_window", data.ct_window, "[low, high]"),
+        (data.slab >= 1, "data.slab", data.slab, ">= 1"),
+        (enc.last_n >= 1, "model.encoder.last_n", enc.last_n, ">= 1"),
+        (enc.lora.rank >= 1, "model.encoder.lora.rank", enc.lora.rank, ">= 1"),
+        (enc.lora.alpha > 0, "model.encoder.lora.alpha", enc.lora.alpha, "> 0"),
+        (0 <= enc.lora.dropout < 1, "model.encoder.lora.dropout", enc.lora.dropout, "in [0, 1)"),
+        (enc.chunk >= 1, "model.encoder.chunk", enc.chunk, ">= 1"),
+        (
+            enc.layers is None or len(enc.layers) > 0,
+            "model.encoder.layers",
+            enc.layers,
+            "null or a non-empty list of block indices",
+        ),
+        (bool(head.name), "model.head.name", head.name, "a registered head name"),
+        (head.channels >= 1, "model.head.channels", head.channels, ">= 1"),
+        (0 <= head.dropout < 1, "model.head.dropout", head.dropout, "in [0, 1)"),
+        (train.epochs >= 1, "train.epochs", train.epochs, ">= 1"),
+        (train.batch_size >= 1, "train.batch_size", train.batch_size, ">= 1"),
+        (train.lr > 0, "train.lr", train.lr, "> 0"),
+        (train.encoder_lr >= 0, "train.encoder_lr", train.encoder_lr, ">= 0"),
+        (train.weight_decay >= 0, "train.weight_decay", train.weight_decay, ">= 0"),
+        (train.warmup_epochs >= 0, "train.warmup_epochs", train.warmup_epochs, ">= 0"),
+        (train.val_every >= 1, "train.val_every", train.val_every, ">= 1"),
+        (train.grad_accum >= 1, "train.grad_accum", train.grad_accum, ">= 1"),
+        (
+            train.grad_clip is None or train.grad_clip > 0,
+            "train.grad_clip",
+            train.grad_clip,
+            "null (no clipping) or > 0",
+        ),
+        (train.num_workers >= 0, "train.num_workers", train.num_workers, ">= 0"),
+        (0 <= cfg.inference.overlap < 1, "inference.overlap", cfg.inference.overlap, "in [0, 1)"),
+        (
+            cfg.inference.sw_batch_size >= 1,
+            "inference.sw_batch_size",
+            cfg.inference.sw_batch_size,
+            ">= 1",
+        ),
+    ]
+    for ok, key, value, allowed in checks:
+        if not ok:
+            shown = "null" if value is None else repr(value)
+            raise VolsegError(
+                f"config key '{key}' is {shown} but must be {allowed}; "
+                f"fix it in the YAML or with {key}=..."
+            )
