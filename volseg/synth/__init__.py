@@ -1,0 +1,48 @@
+"""Deterministic synthetic datasets for tests and demos without internet.
+
+- :func:`synthesize_organs`: CT-like abdominal phantoms, segmentation of liver, spleen and
+  both kidneys (:data:`ORGAN_LABELS`).
+- :func:`synthesize_glioma`: four-modality brain MRI (T1, T1ce, T2, FLAIR) with a glioma,
+  classification of its grade (:func:`grade_classes`), tumour map (:data:`TUMOUR_LABELS`).
+
+Both write ``imagesTr/``, ``labelsTr/``, a volseg ``manifest.json`` and ``synth.json`` (the
+request and every case's drawn parameters). Case ``k`` depends only on ``seed`` and ``k``;
+:func:`make_organ_case` / :func:`make_glioma_case` with :func:`case_rng` build it in memory.
+"""
+
+from __future__ import annotations
+
+from volseg.synth.glioma import (
+    MODALITIES,
+    TUMOUR_LABELS,
+    case_grade,
+    grade_classes,
+    make_glioma_case,
+    synthesize_glioma,
+)
+from volseg.synth.organs import ORGAN_LABELS, make_organ_case, synthesize_organs
+from volseg.synth.shapes import SynthCase, case_rng
+
+# Named volume sizes (X, Y, Z) in voxels; the phantoms fill the field of view at any size.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (32, 32, 16),
+    "small": (64, 64, 24),
+    "medium": (128, 128, 48),
+    "realistic": (256, 256, 100),
+    "large": (512, 512, 150),
+}
+
+__all__ = [
+    "MODALITIES",
+    "ORGAN_LABELS",
+    "SIZES",
+    "TUMOUR_LABELS",
+    "SynthCase",
+    "case_grade",
+    "case_rng",
+    "grade_classes",
+    "make_glioma_case",
+    "make_organ_case",
+    "synthesize_glioma",
+    "synthesize_organs",
+]
