@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from volseg.cli.main import main
+
+ORGANS_CONFIG = str(Path(__file__).parents[2] / "configs" / "synthetic_organs.yaml")
+COMMANDS = ["synth", "check", "train", "predict", "evaluate", "report", "bench", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_works_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"volseg {command}" in capsys.readouterr().out
+
+
+def test_synth_help_documents_sizes_and_seed(capsys):
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    out = capsys.readouterr().out
+    assert "--seed" in out and "realistic 256x256x100" in out and "tiny" in out
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "report", "bench"])
+def test_unfilled_commands_say_so_and_exit_nonzero(command, capsys, tmp_path):
+    assert main([command, "--model", str(tmp_path)]) == 3
+    assert "not implemented yet" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "volseg", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("volseg ")
+
+
+def test_synth_then_check_and_split(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    assert main(["synth", "--out", str(out), "--cases", "4", "--size", "tiny", "--seed", "3"]) == 0
+    organs = out / "organs" / "manifest.json"
+    glioma = out / "glioma" / "manifest.json"
+    assert organs.is_file() and glioma.is_file()
+    splits = tmp_path / "splits.json"
+    assert main(["check", str(organs), "--splits", str(splits), "--folds", "2"]) == 0
+    folds = json.loads(splits.read_text())
+    assert len(folds) == 2
+    assert sorted(folds[0]["val"] + folds[1]["val"]) == [f"organs_{i:03d}" for i in range(4)]
+    assert main(["check", str(glioma)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+
+
+def test_check_reports_every_problem_and_exits_2(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    main(["synth", "--out", str(out), "--dataset", "organs", "--cases", "3", "--size", "tiny"])
+    (out / "organs" / "labelsTr" / "organs_001.nii.gz").unlink()
+    (out / "organs" / "imagesTr" / "organs_002.nii.gz").write_bytes(b"")
+    capsys.readouterr()
+    assert main(["check", str(out / "organs" / "manifest.json")]) == 2
+    printed = capsys.readouterr().out
+    assert "organs_001" in printed and "organs_002" in printed
+    assert "2 problems" in printed
+
+
+def test_check_missing_manifest_is_one_line_error(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope.json" in err and "\n" not in err
+
+
+def test_train_rejects_config_typo_naming_the_key(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epohcs: 3\n")
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "train.epohcs" in err and "train.epochs" in err
+
+
+def test_train_override_typo_and_unfilled_training(tmp_path, capsys):
+    assert main(["train", ORGANS_CONFIG, "model.encoder.mdoe=lora"]) == 2
+    assert "model.encoder.mdoe" in capsys.readouterr().err
+    assert main(["train", ORGANS_CONFIG, "train.epochs=3", "--print-config"]) == 0
+    assert "epochs: 3" in capsys.readouterr().out
+    assert main(["train", ORGANS_CONFIG]) == 3
+
+
+def test_demo_writes_valid_datasets(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    for name in ("organs", "glioma"):
+        assert (tmp_path / "demo" / name / "manifest.json").is_file()
+        assert len(json.loads((tmp_path / "demo" / name / "splits.json").read_text())) == 5
+    assert "not implemented yet" in capsys.readouterr().out

@@ -1,0 +1,223 @@
+"""Subcommands of ``volseg``. Each parses its options and calls one Python function."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from volseg.cli.main import add_command, not_implemented
+
+
+def register_synth(sub: argparse._SubParsersAction) -> None:
+    from volseg.synth import SIZES
+
+    sizes = ", ".join(f"{name} {x}x{y}x{z}" for name, (x, y, z) in SIZES.items())
+    p = add_command(
+        sub,
+        "synth",
+        "Write synthetic datasets: CT-like abdominal organ phantoms and multi-modal glioma MRI.",
+        "Deterministic by --seed: the same seed and options give byte-identical volumes, and\n"
+        "case k does not depend on --cases. Each dataset goes to OUT/<dataset>/ as NIfTI\n"
+        "(imagesTr/, labelsTr/) with a volseg manifest.json and the parameters in synth.json.\n\n"
+        f"Sizes (X x Y x Z voxels): {sizes}.\n\n"
+        "examples:\n"
+        "  volseg synth --out data/synthetic\n"
+        "  volseg synth --dataset glioma --cases 40 --size small --grades 3 --seed 7\n"
+        "  volseg synth --dataset organs --shape 256 256 100 --cases 4",
+    )
+    p.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
+    p.add_argument(
+        "--dataset", choices=["organs", "glioma", "both"], default="both", help="which dataset"
+    )
+    p.add_argument("--cases", type=int, default=16, help="cases per dataset (default 16)")
+    p.add_argument(
+        "--size", choices=sorted(SIZES), default="small", help="preset volume size (default small)"
+    )
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="explicit size; overrides --size",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--grades", type=int, choices=[2, 3], default=2, help="glioma grade classes (default 2)"
+    )
+    p.set_defaults(run=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from volseg.errors import VolsegError
+    from volseg.synth import SIZES, synthesize_glioma, synthesize_organs
+
+    shape = tuple(args.shape) if args.shape else SIZES[args.size]
+    if args.cases < 1 or min(shape) < 8:
+        raise VolsegError("--cases must be >= 1 and every --shape size >= 8 voxels")
+    written = []
+    if args.dataset in ("organs", "both"):
+        written.append(
+            synthesize_organs(args.out / "organs", cases=args.cases, shape=shape, seed=args.seed)
+        )
+    if args.dataset in ("glioma", "both"):
+        written.append(
+            synthesize_glioma(
+                args.out / "glioma",
+                cases=args.cases,
+                shape=shape,
+                seed=args.seed,
+                grades=args.grades,
+            )
+        )
+    for manifest in written:
+        print(f"wrote {manifest}")
+    return 0
+
+
+def register_check(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "check",
+        "Validate a dataset manifest and optionally write patient-level k-fold splits.",
+        "MANIFEST is a volseg manifest.json, an MSD dataset.json, an nnU-Net v2 raw dataset\n"
+        "folder, or a CSV for classification. Every problem case is reported at once (missing\n"
+        "files, duplicate ids, unknown label values, image/label geometry mismatch, missing\n"
+        "modalities); the exit status is 2 if there is any.\n\n"
+        "examples:\n"
+        "  volseg check data/synthetic/organs/manifest.json\n"
+        "  volseg check /data/Task09_Spleen --splits splits.json --folds 5",
+    )
+    p.add_argument("manifest", type=Path, help="manifest file or dataset folder")
+    p.add_argument("--splits", type=Path, help="write patient-level k-fold splits to this JSON")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--no-labels", action="store_true", help="skip reading label maps (faster on big sets)"
+    )
+    p.set_defaults(run=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from volseg.data import load_manifest, make_splits, save_splits, validate_manifest
+
+    manifest = load_manifest(args.manifest)
+    problems = validate_manifest(manifest, check_labels=not args.no_labels)
+    print(describe_manifest(manifest))
+    if problems:
+        for problem in problems:
+            print(f"  problem: {problem}")
+        print(f"error: {len(problems)} problems in {manifest.source}; fix them and re-run")
+        return 2
+    print("no problems found")
+    if args.splits:
+        save_splits(make_splits(manifest, folds=args.folds, seed=args.seed), args.splits)
+        print(f"wrote {args.folds}-fold splits to {args.splits}")
+    return 0
+
+
+def describe_manifest(manifest) -> str:
+    """A few lines saying what a manifest holds."""
+    lines = [
+        f"{manifest.name} ({manifest.format}, {manifest.task}): {len(manifest.cases)} labelled "
+        f"cases, {len(manifest.test_cases)} test cases",
+        f"  modalities: {', '.join(manifest.modalities)}",
+    ]
+    if manifest.labels:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(manifest.labels.items()))
+        lines.append(f"  labels: {labels}")
+    if manifest.classes:
+        counts = {c: sum(case.target == c for case in manifest.cases) for c in manifest.classes}
+        lines.append("  classes: " + ", ".join(f"{c} ({n})" for c, n in counts.items()))
+    return "\n".join(lines)
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "train",
+        "Train a segmentation or grading model from a config (not implemented yet).",
+        "CONFIG is a YAML file (see configs/); key=value overrides follow it, e.g.\n"
+        "  volseg train configs/synthetic_organs.yaml train.epochs=10 model.encoder.mode=lora\n"
+        "The config is validated now (unknown keys and wrong types are rejected);\n"
+        "training itself lands with the training-engine issue.",
+    )
+    p.add_argument("config", type=Path, help="YAML config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from volseg.config import Config, load_config, to_dict
+
+    config = load_config(Config, args.config, args.overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return 0
+    return not_implemented("train", "training engine issue")
+
+
+def _register_pending(name: str, summary: str, usage: str, issue: str):
+    def register(sub: argparse._SubParsersAction) -> None:
+        p = add_command(
+            sub, name, f"{summary} (not implemented yet).", f"planned usage:\n  {usage}"
+        )
+        # Accept the planned options so a user learns the step is missing, not an option.
+        p.set_defaults(run=lambda args: not_implemented(name, issue), takes_any_arguments=True)
+
+    return register
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "demo",
+        "Run the main job end to end on built-in synthetic data (what `make demo` runs).",
+        "Today: synthesises a small organ dataset and a small glioma dataset, validates both\n"
+        "manifests and writes their 5-fold splits. Training, prediction, evaluation and the\n"
+        "report join as their issues land.",
+    )
+    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(run=lambda args: run_demo_cli(args))
+
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    from volseg.demo import run_demo
+
+    run_demo(args.out, seed=args.seed)
+    return 0
+
+
+REGISTER = [
+    register_synth,
+    register_check,
+    register_train,
+    _register_pending(
+        "predict",
+        "Predict label maps or grades for volumes",
+        "volseg predict --model RUN_DIR --input FILE|FOLDER|MANIFEST --output DIR",
+        "inference issue",
+    ),
+    _register_pending(
+        "evaluate",
+        "Score predictions against references (Dice, HD95, NSD; AUC with CIs)",
+        "volseg evaluate --pred DIR --ref DIR|MANIFEST",
+        "evaluation issue",
+    ),
+    _register_pending(
+        "report",
+        "Write HTML/Markdown benchmark reports",
+        "volseg report RUN_OR_EVAL_DIRS...",
+        "evaluation issue",
+    ),
+    _register_pending(
+        "bench",
+        "Run a whole benchmark: predict, evaluate, time, report",
+        "volseg bench CONFIG",
+        "evaluation issue",
+    ),
+    register_demo,
+]
