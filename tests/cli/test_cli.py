@@ -10,7 +10,7 @@ import pytest
 from volseg.cli.main import main
 
 ORGANS_CONFIG = str(Path(__file__).parents[2] / "configs" / "synthetic_organs.yaml")
-COMMANDS = ["synth", "check", "train", "predict", "evaluate", "report", "bench", "demo"]
+COMMANDS = ["synth", "check", "train", "models", "predict", "evaluate", "report", "bench", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -97,3 +97,14 @@ def test_demo_writes_valid_datasets(tmp_path, capsys):
         assert (tmp_path / "demo" / name / "manifest.json").is_file()
         assert len(json.loads((tmp_path / "demo" / name / "splits.json").read_text())) == 5
     assert "not implemented yet" in capsys.readouterr().out
+
+
+def test_models_prints_encoder_and_head_parameter_counts(capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    vit_b = {r["head"]: r for r in rows if r["encoder"] == "ViT-B/14"}
+    assert vit_b["seg3d"]["encoder_params"] == 86_579_712
+    assert vit_b["seg3d"]["head_params"] <= 5_000_000 and vit_b["mil"]["head_params"] <= 2_000_000
+    assert main(["models", ORGANS_CONFIG, "model.head.channels=16"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_small_patch14_reg4_dinov2" in out and "channels=16" in out

@@ -159,6 +159,49 @@ def run_train(args: argparse.Namespace) -> int:
     return not_implemented("train", "training engine issue")
 
 
+def register_models(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "models",
+        "List the encoders and heads volseg builds, with parameter counts.",
+        "Counts come from the real architectures (built on PyTorch's meta device, so even\n"
+        "ViT-g costs no memory). Head settings come from CONFIG (default: configs/base.yaml's\n"
+        "defaults) plus key=value overrides.\n\n"
+        "examples:\n"
+        "  volseg models\n"
+        "  volseg models configs/synthetic_organs.yaml model.head.channels=128 --json",
+    )
+    p.add_argument("config", type=Path, nargs="?", help="YAML config for the head settings")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(run=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    import json
+
+    from volseg.config import Config, load_config
+    from volseg.models import ENCODERS, head_parameter_table
+
+    config = load_config(Config, args.config, args.overrides)
+    rows = head_parameter_table(model=config.model)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("encoders: " + ", ".join(ENCODERS.names()))
+    print(
+        f"heads with channels={config.model.head.channels}, depth={config.model.head.depth} "
+        "(seg3d: 4 classes, 1 channel; mil: 2 grades, 4 modalities)"
+    )
+    print(f"{'encoder':<10}{'E':>6}{'encoder params':>16}  {'head':<6}{'head params':>13}")
+    for row in rows:
+        print(
+            f"{row['encoder']:<10}{row['embed_dim']:>6}{row['encoder_params']:>16,}  "
+            f"{row['head']:<6}{row['head_params']:>13,}"
+        )
+    return 0
+
+
 def _register_pending(name: str, summary: str, usage: str, issue: str):
     def register(sub: argparse._SubParsersAction) -> None:
         p = add_command(
@@ -195,6 +238,7 @@ REGISTER = [
     register_synth,
     register_check,
     register_train,
+    register_models,
     _register_pending(
         "predict",
         "Predict label maps or grades for volumes",

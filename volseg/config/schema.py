@@ -78,6 +78,8 @@ class EncoderConfig:
         chunk: slices per encoder forward call; lower it to save GPU memory.
         layers: indices of the transformer blocks whose outputs are fused (negative counts from
             the end); None uses the last block only.
+        fusion: how several ``layers`` are fused: ``mean`` (no parameters) or ``concat`` (a
+            learned 1x1 projection, initialised to the mean).
         channel_adapter: how input channels are mapped to the encoder's 3 RGB channels:
             ``repeat`` a single channel, or a ``learned`` 1x1 convolution.
     """
@@ -90,6 +92,7 @@ class EncoderConfig:
     slice_axis: Literal["axial", "coronal", "sagittal"] = "axial"
     chunk: int = 32
     layers: list[int] | None = None
+    fusion: Literal["mean", "concat"] = "mean"
     channel_adapter: Literal["repeat", "learned"] = "repeat"
 
 
@@ -99,13 +102,21 @@ class HeadConfig:
 
     Attributes:
         name: head registry name, e.g. ``seg3d`` (segmentation) or ``mil`` (classification).
-        channels: hidden channels of the head.
+        channels: hidden channels of the head (``seg3d``: conv width; ``mil``: attention width).
         dropout: dropout probability inside the head, in [0, 1).
+        depth: residual 3D conv blocks of ``seg3d`` on the feature grid.
+        anisotropic: ``seg3d`` mixes slices with in-plane 3x3x1 plus cross-slice 1x1x3 kernels
+            (for thick slices) instead of 3x3x3.
+        modality_dropout: ``mil`` drops each modality with this probability in training (never
+            all), so any subset works at inference; in [0, 1).
     """
 
     name: str = "seg3d"
     channels: int = 64
     dropout: float = 0.0
+    depth: int = 2
+    anisotropic: bool = True
+    modality_dropout: float = 0.25
 
 
 @dataclass
@@ -234,6 +245,13 @@ def validate_config(cfg: Config) -> None:
         (enc.lora.alpha > 0, "model.encoder.lora.alpha", enc.lora.alpha, "> 0"),
         (0 <= enc.lora.dropout < 1, "model.encoder.lora.dropout", enc.lora.dropout, "in [0, 1)"),
         (enc.chunk >= 1, "model.encoder.chunk", enc.chunk, ">= 1"),
+        (head.depth >= 0, "model.head.depth", head.depth, ">= 0"),
+        (
+            0 <= head.modality_dropout < 1,
+            "model.head.modality_dropout",
+            head.modality_dropout,
+            "in [0, 1)",
+        ),
         (
             enc.layers is None or len(enc.layers) > 0,
             "model.encoder.layers",

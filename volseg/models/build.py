@@ -1,0 +1,268 @@
+"""A whole model from config: slice encoder + head, for segmentation or grading.
+
+``volseg train`` and ``volseg predict`` both call :func:`build_model`. Encoders and heads are
+looked up by name in :data:`~volseg.models.registry.ENCODERS` and
+:data:`~volseg.models.registry.HEADS`, so a new one is a single decorated function:
+
+- an encoder builder takes ``(cfg: EncoderConfig, in_channels: int)`` and returns a module with
+  ``embed_dim``, ``patch_size``, ``slice_axis``, ``cacheable`` and
+  ``forward((B, C, X, Y, Z)) -> (B, E, x, y, z)`` (see :class:`SliceEncoder`);
+- a segmentation head is called with ``in_channels, num_classes, image_channels, channels,
+  depth, anisotropic, dropout, patch_size, slice_axis`` and maps
+  ``(features, image) -> (B, K, X, Y, Z)`` logits;
+- a grading head is called with ``in_channels, num_classes, modalities, hidden, dropout,
+  modality_dropout, patch_size, slice_axis`` and maps ``(features per modality, mask, present)``
+  to a :class:`~volseg.models.cls_head.GradeOutput`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from volseg.config.schema import ModelConfig
+from volseg.errors import VolsegError
+from volseg.models.adapt import apply_adaptation
+from volseg.models.cls_head import GradeOutput
+from volseg.models.encoder import DINOV2_EMBED_DIMS, SliceEncoder
+from volseg.models.registry import ENCODERS, HEADS, count_parameters
+
+log = logging.getLogger(__name__)
+
+VIT_SIZES = {
+    "ViT-S/14": "vit_small_patch14_dinov2",
+    "ViT-B/14": "vit_base_patch14_dinov2",
+    "ViT-L/14": "vit_large_patch14_dinov2",
+    "ViT-g/14": "vit_giant_patch14_dinov2",
+}
+
+
+class SegmentationModel(nn.Module):
+    """Volume -> voxel logits through slice features.
+
+    With several input channels (modalities) and a ``repeat`` channel adapter, every channel is
+    encoded by the shared encoder and the features are concatenated (``C * E`` channels); with a
+    ``learned`` adapter the channels are mixed into RGB and encoded once.
+
+    Args:
+        encoder: the slice encoder.
+        head: segmentation head.
+        per_channel: encode each input channel on its own.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, *, per_channel: bool) -> None:
+        super().__init__()
+        self.encoder, self.head, self.per_channel = encoder, head, per_channel
+
+    def encode(self, image: Tensor) -> Tensor:
+        """``(B, C, X, Y, Z)`` -> features ``(B, E or C*E, x, y, z)`` (cacheable when frozen)."""
+        if self.per_channel:
+            return torch.cat([self.encoder(image[:, c : c + 1]) for c in range(image.shape[1])], 1)
+        return self.encoder(image)
+
+    def decode(self, features: Tensor, image: Tensor) -> Tensor:
+        """Head only: features and the image they came from -> ``(B, K, X, Y, Z)`` logits."""
+        return self.head(features, image)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """``(B, C, X, Y, Z)`` -> ``(B, K, X, Y, Z)`` logits."""
+        return self.decode(self.encode(image), image)
+
+
+class GradingModel(nn.Module):
+    """Modalities -> patient grade, each modality encoded by the shared encoder.
+
+    Args:
+        encoder: the slice encoder (1 input channel).
+        head: grading head.
+        modalities: modality names in channel order.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, modalities: Sequence[str]) -> None:
+        super().__init__()
+        self.encoder, self.head, self.modalities = encoder, head, list(modalities)
+
+    def encode(self, inputs: Mapping[str, Tensor] | Tensor) -> dict[str, Tensor]:
+        """Modality -> ``(B, 1, X, Y, Z)`` (or a ``(B, M, X, Y, Z)`` stack) -> features."""
+        return {name: self.encoder(volume) for name, volume in self._split(inputs).items()}
+
+    def decode(
+        self,
+        features: Mapping[str, Tensor],
+        mask: Tensor | None = None,
+        present: Tensor | None = None,
+    ) -> GradeOutput:
+        """Head only; ``present`` ``(B, M)`` bool marks the modalities each sample really has."""
+        return self.head(features, mask=mask, present=present)
+
+    def forward(
+        self,
+        inputs: Mapping[str, Tensor] | Tensor,
+        mask: Tensor | None = None,
+        present: Tensor | None = None,
+    ) -> GradeOutput:
+        """Grade a batch: a dict with any subset of modalities, or a stack with ``present``."""
+        return self.decode(self.encode(inputs), mask=mask, present=present)
+
+    def _split(self, inputs: Mapping[str, Tensor] | Tensor) -> Mapping[str, Tensor]:
+        if isinstance(inputs, Tensor):
+            if inputs.shape[1] != len(self.modalities):
+                raise VolsegError(
+                    f"grading input has {inputs.shape[1]} channels, the model expects "
+                    f"{len(self.modalities)} modalities ({', '.join(self.modalities)})"
+                )
+            return {m: inputs[:, i : i + 1] for i, m in enumerate(self.modalities)}
+        unknown = set(inputs) - set(self.modalities)
+        if unknown:
+            raise VolsegError(
+                f"unknown modalities {sorted(unknown)}; the model knows {self.modalities}"
+            )
+        return inputs
+
+
+def build_model(
+    cfg: ModelConfig, *, num_classes: int, modalities: Sequence[str]
+) -> SegmentationModel | GradingModel:
+    """Build encoder (weights loaded, adaptation mode applied) and head from ``cfg``.
+
+    Args:
+        cfg: the ``model`` section of the config.
+        num_classes: segmentation labels including background, or grade classes.
+        modalities: input modality names in channel order.
+
+    Returns:
+        A :class:`SegmentationModel` or :class:`GradingModel`.
+
+    Raises:
+        VolsegError: unknown encoder or head name, unreadable weights, bad options.
+    """
+    enc = cfg.encoder
+    segmentation = cfg.task == "segmentation"
+    learned = enc.channel_adapter == "learned"
+    in_channels = len(modalities) if segmentation and learned else 1
+    encoder = ENCODERS.build(enc.name, cfg=enc, in_channels=in_channels)
+    apply_adaptation(
+        encoder,
+        enc.mode,
+        last_n=enc.last_n,
+        lora_rank=enc.lora.rank,
+        lora_alpha=enc.lora.alpha,
+        lora_dropout=enc.lora.dropout,
+    )
+    if segmentation:
+        per_channel = len(modalities) > 1 and not learned
+        in_features = encoder.embed_dim * (len(modalities) if per_channel else 1)
+        kwargs = head_kwargs(cfg, in_features, num_classes, modalities, encoder.patch_size)
+        model: SegmentationModel | GradingModel = SegmentationModel(
+            encoder, HEADS.build(cfg.head.name, **kwargs), per_channel=per_channel
+        )
+    else:
+        kwargs = head_kwargs(cfg, encoder.embed_dim, num_classes, modalities, encoder.patch_size)
+        model = GradingModel(encoder, HEADS.build(cfg.head.name, **kwargs), modalities)
+    log.info("model: %s", format_counts(parameter_counts(model)))
+    return model
+
+
+def head_kwargs(
+    cfg: ModelConfig,
+    in_channels: int,
+    num_classes: int,
+    modalities: Sequence[str],
+    patch_size: int = 14,
+) -> dict[str, object]:
+    """The keyword arguments a head of ``cfg.task`` is built with (see the module docstring)."""
+    head = cfg.head
+    common = dict(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        dropout=head.dropout,
+        patch_size=patch_size,
+        slice_axis=cfg.encoder.slice_axis,
+    )
+    if cfg.task == "segmentation":
+        return dict(
+            common,
+            image_channels=len(modalities),
+            channels=head.channels,
+            depth=head.depth,
+            anisotropic=head.anisotropic,
+        )
+    return dict(
+        common,
+        modalities=list(modalities),
+        hidden=head.channels,
+        modality_dropout=head.modality_dropout,
+    )
+
+
+def parameter_counts(model: SegmentationModel | GradingModel) -> dict[str, int]:
+    """Total and trainable parameters of the encoder, the head and the whole model."""
+    counts = {}
+    for part, module in (("encoder", model.encoder), ("head", model.head), ("model", model)):
+        counts[f"{part}_total"] = count_parameters(module)
+        counts[f"{part}_trainable"] = count_parameters(module, trainable_only=True)
+    return counts
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    """One line: trainable / total per part."""
+    return ", ".join(
+        f"{part} {counts[f'{part}_trainable']:,} / {counts[f'{part}_total']:,} trainable"
+        for part in ("encoder", "head", "model")
+    )
+
+
+@functools.cache
+def encoder_parameter_count(name: str) -> int:
+    """Parameters of a registered encoder, counted without allocating them (meta device)."""
+    with torch.device("meta"):
+        return count_parameters(SliceEncoder(name))
+
+
+def head_parameter_table(
+    encoders: Mapping[str, str] = VIT_SIZES,
+    *,
+    num_classes: int = 4,
+    num_grades: int = 2,
+    modalities: Sequence[str] = ("T1", "T1ce", "T2", "FLAIR"),
+    model: ModelConfig | None = None,
+) -> list[dict[str, object]]:
+    """Parameter counts of the configured heads (defaults: ``seg3d`` and ``mil``) per encoder.
+
+    Args:
+        encoders: label -> registered encoder name.
+        num_classes: segmentation classes ``K`` (background included).
+        num_grades: grade classes ``G``.
+        modalities: modalities of the grading head.
+        model: head settings to use (``model.head``); the defaults when None.
+
+    Returns:
+        One row per (encoder, task): ``encoder, embed_dim, encoder_params, task, head,
+        head_params``.
+    """
+    model = model or ModelConfig()
+    rows: list[dict[str, object]] = []
+    for label, name in encoders.items():
+        dim = DINOV2_EMBED_DIMS[name]
+        for task, head, classes, mods in (
+            ("segmentation", "seg3d", num_classes, ["CT"]),
+            ("classification", "mil", num_grades, list(modalities)),
+        ):
+            cfg = ModelConfig(task=task, encoder=model.encoder, head=replace(model.head, name=head))
+            module = HEADS.build(head, **head_kwargs(cfg, dim, classes, mods))
+            rows.append(
+                {
+                    "encoder": label,
+                    "embed_dim": dim,
+                    "encoder_params": encoder_parameter_count(name),
+                    "task": task,
+                    "head": head,
+                    "head_params": count_parameters(module),
+                }
+            )
+    return rows

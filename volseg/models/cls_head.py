@@ -1,0 +1,223 @@
+"""Grading head: gated attention-MIL over slices, then over MRI modalities, to grade logits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from volseg.errors import VolsegError
+from volseg.models.registry import HEADS
+from volseg.models.slicing import pool_to_feature_grid, slice_dim
+
+
+@dataclass
+class GradeOutput:
+    """What :class:`ClsHead` returns.
+
+    Attributes:
+        logits: ``(B, G)`` grade logits.
+        slice_attention: modality -> ``(B, Z)`` attention over its slices, summing to 1; one entry
+            per modality given to ``forward`` (also for samples where it was dropped or absent).
+        modality_attention: ``(B, M)`` over the head's modality order, summing to 1 over the
+            modalities present for each sample; exactly 0 for absent or dropped ones.
+        embedding: ``(B, hidden)`` patient embedding the logits are read from.
+    """
+
+    logits: Tensor
+    slice_attention: dict[str, Tensor]
+    modality_attention: Tensor
+    embedding: Tensor
+
+
+class GatedAttention(nn.Module):
+    """Gated attention pooling (Ilse et al. 2018): ``a = softmax(w^T (tanh(V h) * sigmoid(U h)))``.
+
+    Args:
+        dim: width of the instances ``h``.
+        hidden: width of the attention's inner layer.
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.v, self.u, self.w = (
+            nn.Linear(dim, hidden),
+            nn.Linear(dim, hidden),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(
+        self, h: Tensor, valid: Tensor | None = None, bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Pool a bag of instances.
+
+        Args:
+            h: ``(B, N, D)`` instances.
+            valid: ``(B, N)`` bool, False instances get exactly 0 attention; at least one per row.
+            bias: ``(B, N)`` added to the attention logits before the softmax.
+
+        Returns:
+            ``(pooled (B, D), attention (B, N))``.
+        """
+        logits = self.w(torch.tanh(self.v(h)) * torch.sigmoid(self.u(h))).squeeze(-1)
+        if bias is not None:
+            logits = logits + bias
+        if valid is not None:
+            logits = logits.masked_fill(~valid, float("-inf"))
+        attention = torch.softmax(logits.float(), dim=-1).to(h.dtype)
+        return torch.einsum("bn,bnd->bd", attention, h), attention
+
+
+@HEADS.register("mil")
+class ClsHead(nn.Module):
+    """Patient grade from per-modality feature volumes by two levels of gated attention-MIL.
+
+    1. Slice tokens: each slice's in-plane mean of the features, ``E -> hidden`` by
+       LayerNorm + Linear + GELU. With a ``mask`` (tumour or predicted segmentation) the mean is
+       weighted by the mask's coverage of each patch; a slice the mask misses keeps the plain
+       mean, and the slice attention logits get ``mask_bias * coverage / max coverage`` (a
+       learned scalar, 0 for a sample whose mask is empty), so masked slices are preferred.
+    2. Gated attention over the slices of each modality (weights shared by all modalities),
+       plus a learned embedding of the modality.
+    3. Gated attention over the modalities present -> patient embedding -> LayerNorm + Linear.
+
+    Modality dropout (training only) drops each present modality of each sample with
+    probability ``modality_dropout``; a sample that would lose all keeps one at random. Absent
+    and dropped modalities are masked out of the modality softmax, so samples of one batch may
+    have different subsets.
+
+    Args:
+        in_channels: encoder embedding width ``E``.
+        num_classes: number of grades ``G``.
+        modalities: every modality the head may see, in the manifest's order (``M`` of them).
+        hidden: width of the tokens and of the attention layers.
+        dropout: dropout on the slice tokens and before the classifier.
+        modality_dropout: probability of dropping a modality of a sample in training.
+        slice_axis: ``"axial"`` (Z), ``"coronal"`` (Y) or ``"sagittal"`` (X).
+        patch_size: ViT patch size, to pool an image-resolution mask onto the feature grid.
+        mask_bias: initial value of the learned slice-attention bias for masked slices.
+
+    Raises:
+        VolsegError: no modalities, a repeated one, or ``modality_dropout`` outside ``[0, 1)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        modalities: Sequence[str],
+        hidden: int = 128,
+        dropout: float = 0.0,
+        modality_dropout: float = 0.25,
+        slice_axis: str = "axial",
+        patch_size: int = 14,
+        mask_bias: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if not modalities or len(set(modalities)) != len(modalities):
+            raise VolsegError(f"modalities must be distinct names, at least one; got {modalities}")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise VolsegError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.modalities = tuple(modalities)
+        self.modality_dropout, self.patch_size = modality_dropout, patch_size
+        self.slice_dim = slice_dim(slice_axis)
+        self.slice_axis = slice_axis
+        self.embed = nn.Sequential(
+            nn.LayerNorm(in_channels),
+            nn.Linear(in_channels, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+        )
+        self.slice_attention = GatedAttention(hidden, hidden)
+        self.mask_bias = nn.Parameter(torch.tensor(float(mask_bias)))
+        self.modality_embedding = nn.Parameter(0.02 * torch.randn(len(self.modalities), hidden))
+        self.modality_attention = GatedAttention(hidden, hidden)
+        self.classify = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+
+    def slice_tokens(self, features: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """In-plane (mask-weighted) mean of every slice.
+
+        Args:
+            features: ``(B, E, x, y, z)``.
+            mask: ``(B, 1, X, Y, Z)`` at image resolution, or ``(B, 1, x, y, z)`` on the feature
+                grid, values in ``[0, 1]``; None for plain means.
+
+        Returns:
+            ``(tokens (B, Z, E), coverage (B, Z))``: ``Z`` slices; coverage is the mask's mass on
+            each slice (zeros without a mask).
+        """
+        f = features.movedim(2 + self.slice_dim, -1).flatten(2, 3)  # (B, E, in-plane, Z)
+        tokens = f.mean(dim=2)
+        coverage = tokens.new_zeros(tokens.shape[0], tokens.shape[-1])
+        if mask is not None:
+            if mask.shape[2:] != features.shape[2:]:
+                mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size)
+            if mask.shape[2:] != features.shape[2:]:
+                raise ValueError(f"mask {tuple(mask.shape)} does not fit {tuple(features.shape)}")
+            w = mask.to(f.dtype).movedim(2 + self.slice_dim, -1).flatten(2, 3)  # (B, 1, P, Z)
+            mass = w.sum(dim=2)
+            weighted = (f * w).sum(dim=2) / mass.clamp_min(1e-6)
+            tokens = torch.where(mass > 1e-6, weighted, tokens)
+            coverage = mass.squeeze(1)
+        return tokens.transpose(1, 2), coverage
+
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        mask: Tensor | None = None,
+        present: Tensor | None = None,
+    ) -> GradeOutput:
+        """Grade a batch of patients.
+
+        Args:
+            features: modality -> ``(B, E, x, y, z)``; any subset of ``modalities``.
+            mask: optional ``(B, 1, X, Y, Z)`` or feature-grid mask (see :meth:`slice_tokens`),
+                shared by all modalities (they are co-registered).
+            present: optional ``(B, M)`` bool over ``modalities``: per-sample availability, for
+                batches whose samples lack different modalities (zero-filled in ``features``).
+
+        Returns:
+            :class:`GradeOutput`.
+
+        Raises:
+            VolsegError: a modality the head does not know.
+            ValueError: no modality given, or a sample with none present.
+        """
+        unknown = sorted(set(features) - set(self.modalities))
+        if unknown:
+            raise VolsegError(f"modalities {unknown} are not among the head's {self.modalities}")
+        if not features:
+            raise ValueError("ClsHead needs at least one modality")
+        bags: dict[str, Tensor] = {}
+        slice_attention: dict[str, Tensor] = {}
+        for i, name in enumerate(self.modalities):
+            if name in features:
+                tokens, coverage = self.slice_tokens(features[name], mask)
+                bias = self.mask_bias * coverage / coverage.amax(1, keepdim=True).clamp_min(1e-6)
+                bag, slice_attention[name] = self.slice_attention(self.embed(tokens), bias=bias)
+                bags[name] = bag + self.modality_embedding[i]
+        any_bag = next(iter(bags.values()))
+        stacked = torch.stack([bags.get(m, torch.zeros_like(any_bag)) for m in self.modalities], 1)
+        valid = torch.tensor([m in bags for m in self.modalities], device=any_bag.device)
+        valid = valid.expand(any_bag.shape[0], -1)
+        if present is not None:
+            valid = valid & present.to(device=valid.device, dtype=torch.bool)
+        if not valid.any(dim=1).all():
+            raise ValueError("every sample needs at least one present modality")
+        if self.training and self.modality_dropout > 0:
+            valid = self._drop_modalities(valid)
+        embedding, modality_attention = self.modality_attention(stacked, valid)
+        return GradeOutput(self.classify(embedding), slice_attention, modality_attention, embedding)
+
+    def _drop_modalities(self, valid: Tensor) -> Tensor:
+        """Drop each True of ``valid (B, M)`` with probability p; keep one per row at least."""
+        keep = valid & (torch.rand(valid.shape, device=valid.device) >= self.modality_dropout)
+        rescue = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, -1.0).argmax(1)
+        lost = ~keep.any(dim=1)
+        keep[lost, rescue[lost]] = True
+        return keep

@@ -1,0 +1,336 @@
+"""SliceEncoder: a timm DINOv2 ViT applied to every 2D slice of a volume.
+
+A volume batch ``(B, C, X, Y, Z)`` (MONAI order, after ``Orientationd("RAS")``) is cut into
+whole slices along the slice axis, each slice is mapped to 3 normalised RGB channels, padded to
+a multiple of the patch size and encoded; the patch tokens are put back into a feature volume
+that keeps the axis order ``(X, Y, Z)``: the slice axis keeps full resolution, the two in-plane
+axes shrink by the patch size (14).
+
+Conventions:
+
+- Input intensities are expected scaled to ``[0, 1]`` (CT windowed, MRI normalised); the
+  encoder applies its own ImageNet mean/std (from timm's ``pretrained_cfg``) after mapping the
+  channels to RGB.
+- Padding happens *after* normalisation, at the high end of both in-plane axes, with zeros: the
+  padded pixels hold the normalised value 0, i.e. the ImageNet mean colour, the most neutral
+  input a DINOv2 has seen. Patch ``i`` covers voxels ``[14 i, 14 (i + 1))``.
+- Slices are never cropped: DINOv2 attends globally inside an image, so a slice is one image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import register_model
+from timm.models import vision_transformer as vt
+from torch import Tensor, nn
+
+from volseg.config.schema import EncoderConfig
+from volseg.errors import VolsegError
+from volseg.models.registry import ENCODERS
+from volseg.models.slicing import feature_grid, slice_dim
+
+__all__ = ["SliceEncoder", "build_vit"]  # timm's register_model appends the test-size ViTs
+
+# slice axis -> (volume -> stacked slices, stacked features -> feature volume)
+_SLICING = {
+    "axial": ("b c x y z -> (b z) c x y", "(b z) e x y -> b e x y z"),
+    "coronal": ("b c x y z -> (b y) c x z", "(b y) e x z -> b e x y z"),
+    "sagittal": ("b c x y z -> (b x) c y z", "(b x) e y z -> b e x y z"),
+}
+CHANNEL_ADAPTERS = ("repeat", "learned")
+FUSIONS = ("mean", "concat")
+
+_TINY = dict(embed_dim=48, depth=3, num_heads=2)  # DINOv2-S blocks, a CPU-test size
+
+
+def _tiny_cfg(name: str) -> dict:
+    return dict(
+        architecture=name,
+        url="",
+        hf_hub_id=None,
+        num_classes=0,
+        input_size=(3, 518, 518),
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        interpolation="bicubic",
+        crop_pct=1.0,
+        fixed_input_size=True,
+        first_conv="patch_embed.proj",
+        classifier="head",
+    )
+
+
+@register_model
+def vit_test_patch14_dinov2(pretrained: bool = False, **kwargs) -> vt.VisionTransformer:
+    """DINOv2 ViT-S/14 architecture at test size (48 wide, 3 blocks, 2 heads); no weights."""
+    if pretrained:
+        raise ValueError("vit_test_patch14_dinov2 has no pretrained weights")
+    kwargs["pretrained_cfg"] = _tiny_cfg("vit_test_patch14_dinov2")
+    return vt.vit_small_patch14_dinov2(pretrained=False, **{**_TINY, **kwargs})
+
+
+@register_model
+def vit_test_patch14_reg4_dinov2(pretrained: bool = False, **kwargs) -> vt.VisionTransformer:
+    """DINOv2 ViT-S/14 with 4 registers at test size (48 wide, 3 blocks, 2 heads); no weights."""
+    if pretrained:
+        raise ValueError("vit_test_patch14_reg4_dinov2 has no pretrained weights")
+    kwargs["pretrained_cfg"] = _tiny_cfg("vit_test_patch14_reg4_dinov2")
+    return vt.vit_small_patch14_reg4_dinov2(pretrained=False, **{**_TINY, **kwargs})
+
+
+def build_vit(name: str, img_size: int | None = None) -> vt.VisionTransformer:
+    """Randomly initialised timm ViT ``name`` with dynamic input size and no classifier.
+
+    ``img_size`` (default: the model's native size, 518 for DINOv2) only sets the size of the
+    stored position-embedding grid, so checkpoints load unchanged; any input size works.
+
+    Raises:
+        VolsegError: ``name`` is not a timm model, or not a plain VisionTransformer.
+    """
+    extra = {} if img_size is None else {"img_size": img_size}
+    try:
+        vit = timm.create_model(
+            name, pretrained=False, num_classes=0, dynamic_img_size=True, **extra
+        )
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise VolsegError(
+            f"encoder name {name!r} is not a usable timm model ({err}); use e.g. "
+            "vit_small_patch14_dinov2 or vit_base_patch14_reg4_dinov2"
+        ) from err
+    if not isinstance(vit, vt.VisionTransformer):
+        raise VolsegError(f"encoder name {name!r} is not a timm VisionTransformer; use a DINOv2")
+    return vit
+
+
+class SliceEncoder(nn.Module):
+    """A 2D ViT run over every slice of a volume, giving a feature volume.
+
+    Args:
+        name: timm model name, e.g. ``vit_small_patch14_dinov2``, ``vit_base_patch14_reg4_dinov2``
+            or the CPU-test size ``vit_test_patch14_dinov2``.
+        weights: local file/folder or hub name loaded with
+            :func:`~volseg.models.weights.load_encoder_weights`; None keeps random weights.
+        in_channels: channels C of the input volume.
+        slice_axis: ``"axial"`` (slices along Z), ``"coronal"`` (Y) or ``"sagittal"`` (X).
+        chunk: slices per ViT call; bounds memory, does not change the result.
+        layers: block indices whose outputs are fused (negative counts from the end); None uses
+            the last block. Every block output goes through the final LayerNorm first.
+        fusion: how several ``layers`` are fused: ``"mean"`` (average, no parameters) or
+            ``"concat"`` (concatenate, then a learned 1x1 projection back to E, initialised to
+            the average).
+        channel_adapter: ``"repeat"`` copies a single channel to RGB; ``"learned"`` is a
+            ``Conv2d(C, 3, 1)`` initialised to the channel mean repeated (exactly ``"repeat"``
+            for C = 1). Both are followed by the ImageNet normalisation.
+        img_size: size of the stored position-embedding grid; default the model's native size.
+
+    Attributes:
+        vit: the timm VisionTransformer.
+        embed_dim: feature size E (also ``out_channels``).
+        patch_size: in-plane shrink factor (14 for DINOv2).
+        adaptation: training mode set by :func:`~volseg.models.adapt.apply_adaptation`
+            (``"full"`` until then).
+    """
+
+    def __init__(
+        self,
+        name: str = "vit_small_patch14_dinov2",
+        *,
+        weights: str | Path | None = None,
+        in_channels: int = 1,
+        slice_axis: str = "axial",
+        chunk: int = 32,
+        layers: Sequence[int] | None = None,
+        fusion: str = "mean",
+        channel_adapter: str = "repeat",
+        img_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        slice_dim(slice_axis)  # raises for an unknown axis
+        _check_choice("fusion", fusion, FUSIONS)
+        _check_choice("channel_adapter", channel_adapter, CHANNEL_ADAPTERS)
+        if chunk < 1:
+            raise VolsegError(f"encoder chunk must be at least 1 (got {chunk})")
+        if channel_adapter == "repeat" and in_channels != 1:
+            raise VolsegError(
+                f"channel_adapter 'repeat' needs 1 input channel (got {in_channels}): set "
+                "channel_adapter: learned, or encode each modality alone (encode_modalities)"
+            )
+        self.vit = build_vit(name, img_size)
+        if weights is not None:
+            from volseg.models.weights import load_encoder_weights
+
+            load_encoder_weights(self.vit, weights)
+
+        self.name = name
+        self.in_channels = in_channels
+        self.slice_axis = slice_axis
+        self.chunk = chunk
+        self.embed_dim = self.out_channels = int(self.vit.embed_dim)
+        self.patch_size = int(self.vit.patch_embed.patch_size[0])
+        self.layers = _block_indices(layers, len(self.vit.blocks))
+        self.adaptation = "full"
+
+        cfg = self.vit.pretrained_cfg or {}
+        mean = cfg.get("mean", IMAGENET_DEFAULT_MEAN)
+        std = cfg.get("std", IMAGENET_DEFAULT_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+        self.adapter: nn.Conv2d | None = None
+        if channel_adapter == "learned":
+            self.adapter = nn.Conv2d(in_channels, 3, kernel_size=1)
+            nn.init.constant_(self.adapter.weight, 1.0 / in_channels)
+            nn.init.zeros_(self.adapter.bias)
+
+        self.fuse: nn.Conv2d | None = None
+        if fusion == "concat" and len(self.layers) > 1:
+            n, e = len(self.layers), self.embed_dim
+            self.fuse = nn.Conv2d(n * e, e, kernel_size=1)
+            with torch.no_grad():  # start as the average of the layers
+                self.fuse.weight.copy_(torch.eye(e).repeat(1, n).view(e, n * e, 1, 1) / n)
+                self.fuse.bias.zero_()
+
+    @property
+    def cacheable(self) -> bool:
+        """True when nothing in the encoder trains, so its features may be computed once."""
+        return not any(p.requires_grad for p in self.parameters())
+
+    def train(self, mode: bool = True) -> SliceEncoder:
+        """Set training mode; a frozen ViT stays in eval mode whatever the parent asks."""
+        super().train(mode)
+        if self.adaptation == "frozen":
+            self.vit.eval()
+        return self
+
+    def feature_shape(self, spatial_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """Feature-volume shape ``(E, x, y, z)`` for an input of spatial shape ``(X, Y, Z)``."""
+        return (self.embed_dim, *feature_grid(spatial_shape, self.slice_axis, self.patch_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encode every slice of ``x``.
+
+        Args:
+            x: ``(B, C, X, Y, Z)`` intensities scaled to ``[0, 1]``.
+
+        Returns:
+            ``(B, E, *feature_shape((X, Y, Z))[1:])``, e.g. ``(B, E, ceil(X/14), ceil(Y/14), Z)``
+            for axial slicing.
+
+        Raises:
+            VolsegError: ``x`` is not 5D or has a channel count other than ``in_channels``.
+        """
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise VolsegError(
+                f"encoder input must be (B, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}; "
+                "check the number of input channels/modalities in the config"
+            )
+        if not x.is_floating_point():
+            x = x.float()
+        to_slices, to_volume = _SLICING[self.slice_axis]
+        slices = rearrange(x, to_slices)
+        feats = torch.cat([self._encode_slices(s) for s in slices.split(self.chunk)], dim=0)
+        return rearrange(feats, to_volume, b=x.shape[0])
+
+    def encode_modalities(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Encode each modality with this one shared encoder.
+
+        Args:
+            inputs: modality name -> ``(B, 1, X, Y, Z)``; any subset of modalities.
+
+        Returns:
+            modality name -> ``(B, E, x, y, z)`` features, same keys as ``inputs``.
+        """
+        if self.in_channels != 1:
+            raise VolsegError(
+                f"encode_modalities needs an encoder with in_channels=1 (got {self.in_channels})"
+            )
+        return {name: self(volume) for name, volume in inputs.items()}
+
+    def _input_path_params(self) -> Iterator[nn.Parameter]:
+        yield from self.vit.parameters()
+        if self.adapter is not None:
+            yield from self.adapter.parameters()
+
+    def _encode_slices(self, slices: Tensor) -> Tensor:
+        """``(N, C, H, W)`` slices -> ``(N, E, ceil(H/14), ceil(W/14))`` patch features."""
+        track = torch.is_grad_enabled() and (
+            slices.requires_grad or any(p.requires_grad for p in self._input_path_params())
+        )
+        with torch.set_grad_enabled(track):  # frozen: no graph, features are cacheable
+            rgb = self.adapter(slices) if self.adapter is not None else slices.expand(-1, 3, -1, -1)
+            rgb = (rgb - self.mean) / self.std
+            h, w = rgb.shape[-2:]
+            p = self.patch_size
+            rgb = F.pad(rgb, (0, -w % p, 0, -h % p))  # zeros after normalisation = mean colour
+            maps = self.vit.forward_intermediates(
+                rgb,
+                indices=list(self.layers),
+                norm=True,
+                stop_early=True,
+                output_fmt="NCHW",
+                intermediates_only=True,
+            )
+        if len(maps) == 1:
+            return maps[0]
+        if self.fuse is not None:
+            return self.fuse(torch.cat(maps, dim=1))
+        return torch.stack(maps).mean(dim=0)
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise VolsegError(f"encoder {key} {value!r} is not one of {', '.join(choices)}")
+
+
+def _block_indices(layers: Sequence[int] | None, depth: int) -> tuple[int, ...]:
+    """Block indices in ``[0, depth)``, negatives counted from the end, sorted, unique."""
+    if layers is None:
+        return (depth - 1,)
+    if len(layers) == 0 or any(not -depth <= i < depth for i in layers):
+        raise VolsegError(
+            f"encoder layers {list(layers)} must be block indices in [-{depth}, {depth - 1}]"
+        )
+    return tuple(sorted({i % depth for i in layers}))
+
+
+# Embedding width of every DINOv2 architecture volseg builds by name (patch size 14).
+DINOV2_EMBED_DIMS = {
+    "vit_small_patch14_dinov2": 384,
+    "vit_base_patch14_dinov2": 768,
+    "vit_large_patch14_dinov2": 1024,
+    "vit_giant_patch14_dinov2": 1536,
+    "vit_small_patch14_reg4_dinov2": 384,
+    "vit_base_patch14_reg4_dinov2": 768,
+    "vit_large_patch14_reg4_dinov2": 1024,
+    "vit_giant_patch14_reg4_dinov2": 1536,
+    "vit_test_patch14_dinov2": _TINY["embed_dim"],
+    "vit_test_patch14_reg4_dinov2": _TINY["embed_dim"],
+}
+
+
+def _dinov2_builder(name: str):
+    def build(cfg: EncoderConfig, in_channels: int = 1) -> SliceEncoder:
+        return SliceEncoder(
+            name,
+            weights=cfg.weights,
+            in_channels=in_channels,
+            slice_axis=cfg.slice_axis,
+            chunk=cfg.chunk,
+            layers=cfg.layers,
+            fusion=cfg.fusion,
+            channel_adapter=cfg.channel_adapter,
+        )
+
+    build.__qualname__ = f"dinov2_encoder[{name}]"
+    return build
+
+
+for _name in DINOV2_EMBED_DIMS:
+    ENCODERS.register(_name)(_dinov2_builder(_name))
