@@ -1,0 +1,1 @@
+"""Training engine: loop, losses, checkpoints, feature cache, distributed runs."""
