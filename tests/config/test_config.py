@@ -236,7 +236,7 @@ def test_config_keys_are_dotted_leaves() -> None:
     assert keys[:3] == ["name", "output_dir", "seed"]
     assert "model.encoder.lora.rank" in keys and "inference.tta" in keys
     assert "model.encoder" not in keys
-    assert len(keys) == len(set(keys)) == 46
+    assert len(keys) == len(set(keys)) == 52
 
 
 # ----------------------------------------------------------------------------- shipped YAMLs

@@ -33,6 +33,10 @@ class DataConfig:
         ct_window: (low, high) clipping window in HU for ``intensity: ct``.
         slab: slices along the slice axis per training sample.
         cache_features: cache frozen-encoder slice features (fp16) and reuse them across epochs.
+        augment: random training augmentation (flips, quarter turns, affine, intensity, MRI
+            artefacts); slab sampling happens either way.
+        mirror: random flips along every axis and in-plane quarter turns while training; turn
+            off for lateralised labels (e.g. kidney_left/right) that the model must tell apart.
     """
 
     manifest: str = ""
@@ -45,6 +49,8 @@ class DataConfig:
     ct_window: tuple[float, float] = (-175.0, 250.0)
     slab: int = 16
     cache_features: bool = True
+    augment: bool = True
+    mirror: bool = True
 
 
 @dataclass
@@ -151,6 +157,15 @@ class TrainConfig:
         grad_accum: batches accumulated per optimiser step.
         grad_clip: maximum gradient L2 norm; None disables clipping.
         num_workers: data-loader worker processes (0 loads in the main process).
+        class_weights: classification cross-entropy weight per class (class order), or
+            ``balanced`` (inverse class frequency in the training split, mean 1); None: equal.
+        balanced_sampling: classification: draw training cases with replacement so that every
+            class is equally likely in an epoch (epoch length stays the training-set size).
+        save_every: also write ``checkpoints/last.pt`` every this many optimiser steps inside an
+            epoch (0: only at the end of each epoch); ``--resume`` continues from the step.
+        cache_dir: folder of the frozen-feature cache; None uses the run folder's ``cache/``.
+            Point several runs at one folder to share features (entries are keyed by case
+            files, encoder and preprocessing, so a mismatch is recomputed, never reused).
     """
 
     epochs: int = 50
@@ -164,6 +179,10 @@ class TrainConfig:
     grad_accum: int = 1
     grad_clip: float | None = 1.0
     num_workers: int = 2
+    class_weights: list[float] | Literal["balanced"] | None = None
+    balanced_sampling: bool = False
+    save_every: int = 0
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -276,6 +295,20 @@ def validate_config(cfg: Config) -> None:
             "null (no clipping) or > 0",
         ),
         (train.num_workers >= 0, "train.num_workers", train.num_workers, ">= 0"),
+        (
+            not isinstance(train.class_weights, list)
+            or (len(train.class_weights) > 0 and all(w >= 0 for w in train.class_weights)),
+            "train.class_weights",
+            train.class_weights,
+            "null, 'balanced' or a non-empty list of weights >= 0",
+        ),
+        (train.save_every >= 0, "train.save_every", train.save_every, ">= 0 (0: end of epoch)"),
+        (
+            train.cache_dir is None or bool(train.cache_dir),
+            "train.cache_dir",
+            train.cache_dir,
+            "null (run folder's cache/) or a folder",
+        ),
         (0 <= cfg.inference.overlap < 1, "inference.overlap", cfg.inference.overlap, "in [0, 1)"),
         (
             cfg.inference.sw_batch_size >= 1,

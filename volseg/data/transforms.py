@@ -1,0 +1,486 @@
+"""MONAI dictionary pipelines built from the config, and their inversion onto the input grid.
+
+A data dict (:func:`volseg.data.loading.case_to_dict`) goes through, in order:
+
+1. **Load** (:class:`~volseg.data.loading.LoadVolumed`): channel-first float32 MetaTensors
+   ``(C, X, Y, Z)`` with the RAS affine, so ``EnsureChannelFirstd`` is never needed; ``mask``
+   is binarised (> 0.5).
+2. **Grid**: ``Orientationd("RAS")``, then ``Spacingd`` to ``data.spacing`` (mm) when set:
+   bilinear for the image, nearest for ``label``/``mask``.
+3. **Intensity** (image only): CT clips ``data.ct_window`` (HU) and scales it to [0, 1]. MRI is
+   z-scored over the non-zero voxels of each channel, then mapped by the fixed
+   ``x = clip(0.5 + z / 8, 0, 1)`` on non-zero voxels (+-4 SD span [0, 1], the range the encoder
+   expects before its own ImageNet mean/std) while background stays exactly 0. A voxel whose
+   value equals the mean (z = 0, rare) is taken for background.
+4. **Foreground crop**: ``CropForegroundd`` on the image (> 0, any channel; a blank image is
+   kept whole) with a 3-voxel margin, clipped to the volume; inverted by zero padding.
+5. **Training only, slab sampling**: ``SpatialPadd`` to at least ``data.slab`` slices, then
+   :class:`RandSlabd` keeps every slice whole and takes ``data.slab`` consecutive slices along
+   the slice axis. Segmentation picks a foreground slab half of the time: a class present in
+   the label, uniformly (so a small organ counts as much as the liver), then a slice weighted by
+   that class's area in it, and a random slab containing that slice; otherwise a uniform slab.
+   Classification always takes a slab through the ``mask`` (tumour) when the case has one,
+   else a uniform one.
+   Validation and inference keep the whole volume.
+6. **Training only, augmentation** (``data.augment``), each drawn independently:
+   flips along each axis (p=0.5 each) and in-plane quarter turns (p=0.5, k in 1..3), both only
+   with ``data.mirror``; ``RandAffined`` (p=0.2) rotating in-plane (about the slice axis) up to
+   15 degrees and scaling in-plane by up to 10%, never across slices; intensity scale (p=0.3,
+   +-10%), shift (p=0.3, +-0.1) and Gaussian noise (p=0.15, sd up to 0.03). MRI adds, before
+   those, ``RandBiasFieldd`` (p=0.3), TorchIO ``RandomGhosting`` per channel (p=0.1, the
+   MONAI-less k-space artefact, never on the validation path) and gamma
+   ``RandAdjustContrastd`` (p=0.3, gamma 0.7-1.5).
+7. Absent modalities are re-zeroed (``presence``), then ``EnsureTyped``: image float32,
+   label int64, mask float32 (MetaTensors); ``presence`` float32 and ``target`` int64 tensors.
+
+**Feature-safe augmentations.** With a frozen encoder the slice features are computed once on
+the preprocessed volume (steps 1-4) and reused, so only augmentations that can be applied to
+the cached feature volume ``(E, ceil(X/14), ceil(Y/14), Z)`` and to the image/label in the same
+way stay valid: slab sampling (slices are encoded independently, so a slab of features is
+exactly the features of the slab), flips (exact along the slice axis; in-plane an approximate
+equivariance, the patch grid is mirrored with the image) and in-plane quarter turns of square
+slices (a non-square turn changes the cached grid's shape and its padding side). Intensity
+changes, bias field, ghosting, noise and affine resampling alter what the encoder would have
+seen, so the cached features would be stale. ``build_transforms(..., for_cached_features=True)``
+keeps only :data:`FEATURE_SAFE_TRANSFORMS` after step 4, applied also to ``extra_keys``.
+
+**Determinism.** Call ``pipeline.set_random_state(seed)`` (or pass ``seed``); MONAI's
+``DataLoader`` seeds each worker's copy. ``monai.utils.set_determinism`` alone does not reach
+MONAI's per-transform random states. The TorchIO step draws its torch seed from its own state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    CropForegroundd,
+    EnsureTyped,
+    Invertd,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandBiasFieldd,
+    RandFlipd,
+    RandGaussianNoised,
+    Randomizable,
+    RandomizableTransform,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialCrop,
+    SpatialPadd,
+)
+
+from volseg.config.schema import DataConfig
+from volseg.data.loading import LoadVolumed
+
+SLICE_AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+SPATIAL_KEYS = ("image", "label", "mask")
+INTERPOLATION = ("bilinear", "nearest", "nearest")  # per SPATIAL_KEYS entry
+MRI_SDS = 4.0  # z-scores in [-MRI_SDS, MRI_SDS] map onto [0, 1]
+FOREGROUND_MARGIN = 3  # voxels kept around the foreground box
+
+
+class RandSlabd(Randomizable, MapTransform):
+    """Crop ``slab`` consecutive whole slices along ``axis``, the same ones from every key.
+
+    Args:
+        keys: channel-first volumes with the same size along ``axis`` (in-plane sizes may
+            differ, e.g. a cached feature grid); each must have at least ``slab`` slices.
+        slab: slices kept.
+        axis: spatial axis (0, 1, 2) the slices are stacked along.
+        guide_key: label map whose foreground guides the sampling; absent or empty: uniform.
+        pos_fraction: chance of a foreground slab when the guide has foreground.
+        allow_missing_keys: skip keys absent from the dict.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        slab: int,
+        axis: int,
+        guide_key: str | None = None,
+        pos_fraction: float = 0.5,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.slab, self.axis = slab, axis
+        self.guide_key, self.pos_fraction = guide_key, pos_fraction
+        self._start = 0
+
+    def randomize(self, data: Mapping[Hashable, Any]) -> None:
+        size = int(data[self.first_key(data)].shape[1 + self.axis])
+        last = size - self.slab  # largest valid start
+        if last < 0:
+            raise ValueError(f"{size} slices are fewer than the slab of {self.slab}; pad first")
+        counts = self._class_counts(data)
+        if counts is not None and self.R.rand() < self.pos_fraction:
+            present = np.flatnonzero(counts.sum(axis=0))
+            weights = counts[:, self.R.choice(present)].astype(np.float64)
+            index = int(self.R.choice(size, p=weights / weights.sum()))
+            low, high = max(0, index - self.slab + 1), min(index, last)
+            self._start = int(self.R.randint(low, high + 1))
+        else:
+            self._start = int(self.R.randint(0, last + 1))
+
+    def _class_counts(self, data: Mapping[Hashable, Any]) -> np.ndarray | None:
+        """``(slices, classes)`` foreground voxel counts of the guide, None without foreground."""
+        if self.guide_key is None or self.guide_key not in data:
+            return None
+        label = np.asarray(data[self.guide_key][0], dtype=np.int64)
+        if not label.any():
+            return None
+        n = int(label.max()) + 1
+        index = np.moveaxis(label, self.axis, 0).reshape(label.shape[self.axis], -1)
+        index = index + n * np.arange(index.shape[0])[:, None]
+        counts = np.bincount(index.ravel(), minlength=n * label.shape[self.axis])
+        counts = counts.reshape(-1, n)
+        counts[:, 0] = 0
+        return counts
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(d)
+        for key in self.key_iterator(d):
+            shape = d[key].shape[1:]
+            if shape[self.axis] < self.start_stop[1]:
+                raise ValueError(f"'{key}' has {shape[self.axis]} slices, fewer than the slab")
+            roi = [slice(0, s) for s in shape]
+            roi[self.axis] = slice(*self.start_stop)
+            d[key] = SpatialCrop(roi_slices=roi)(d[key])
+        return d
+
+    @property
+    def start_stop(self) -> tuple[int, int]:
+        """First and one-past-last slice of the last drawn slab."""
+        return self._start, self._start + self.slab
+
+
+class SquareRandRotate90d(RandRotate90d):
+    """``RandRotate90d`` that turns only slices that are square in ``spatial_axes``.
+
+    Used with cached features: a quarter turn of a non-square slice would change the cached
+    feature grid's shape and its padding side.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> Any:
+        shape = data[self.first_key(data)].shape[1:]
+        self._square = shape[self.spatial_axes[0]] == shape[self.spatial_axes[1]]
+        return super().__call__(data, lazy)
+
+    def randomize(self, data: Any | None = None) -> None:
+        super().randomize(data)
+        self._do_transform = self._do_transform and getattr(self, "_square", True)
+
+
+class ZScoreToUnitd(MapTransform):
+    """Map z-scores onto [0, 1]: ``clip(0.5 + z / (2 * sds), 0, 1)``; zeros stay 0 (background).
+
+    Args:
+        keys: z-scored images (``NormalizeIntensityd(nonzero=True)`` output).
+        sds: z-scores in ``[-sds, sds]`` span [0, 1].
+        allow_missing_keys: skip keys absent from the dict.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, sds: float = MRI_SDS, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sds = sds
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            z = d[key]
+            d[key] = torch.where(z != 0, (0.5 + z / (2 * self.sds)).clamp(0, 1), z)
+        return d
+
+
+class ZeroAbsentModalitiesd(MapTransform):
+    """Set the channels of absent modalities (``presence`` 0) back to exactly 0.
+
+    Args:
+        keys: channel-first images with one channel per modality.
+        presence_key: float ``(C,)`` presence vector (1 present, 0 missing).
+    """
+
+    def __init__(self, keys: KeysCollection, presence_key: str = "presence") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.presence_key = presence_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.presence_key not in d:
+            return d
+        for key in self.key_iterator(d):
+            presence = torch.as_tensor(d[self.presence_key], dtype=d[key].dtype)
+            d[key] = d[key] * presence.reshape(-1, *([1] * (d[key].ndim - 1)))
+        return d
+
+
+class TorchioAugmentd(RandomizableTransform, MapTransform):
+    """Apply a TorchIO transform to each channel of ``keys`` with probability ``prob``.
+
+    TorchIO draws its parameters from torch's global generator; here it runs under a torch seed
+    drawn from this transform's own random state, so ``set_random_state`` makes it repeatable.
+
+    Args:
+        keys: channel-first images.
+        transform: a TorchIO transform (probability 1) taking and returning ``(1, X, Y, Z)``.
+        prob: chance of applying it to a sample (each channel then gets its own draw).
+        allow_missing_keys: skip keys absent from the dict.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        prob: float = 0.1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.transform = transform
+        self._seed = 0
+
+    def randomize(self, data: Any | None = None) -> None:
+        super().randomize(None)
+        self._seed = int(self.R.randint(2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            image = d[key]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                out = [self.transform(c[None].as_subclass(torch.Tensor).float()) for c in image]
+            result = image.clone()
+            result.as_tensor().copy_(torch.cat([torch.as_tensor(o) for o in out]))
+            d[key] = result
+        return d
+
+
+# Transform types kept after preprocessing when encoder features are cached.
+FEATURE_SAFE_TRANSFORMS = (SpatialPadd, RandSlabd, RandFlipd, SquareRandRotate90d)
+
+
+def foreground_or_all(image: torch.Tensor) -> torch.Tensor:
+    """Foreground (> 0) voxels for ``CropForegroundd``; all of them if there are none.
+
+    A blank volume then keeps its size instead of cropping to nothing.
+    """
+    foreground = image > 0
+    return foreground if bool(foreground.any()) else torch.ones_like(foreground)
+
+
+def slice_axis_index(slice_axis: str) -> int:
+    """Spatial axis (RAS array order) of ``axial`` (2), ``coronal`` (1) or ``sagittal`` (0)."""
+    if slice_axis not in SLICE_AXES:
+        raise ValueError(f"slice_axis must be one of {sorted(SLICE_AXES)}, got {slice_axis!r}")
+    return SLICE_AXES[slice_axis]
+
+
+def build_transforms(
+    data_cfg: DataConfig,
+    *,
+    task: Literal["segmentation", "classification"],
+    modalities: Sequence[str],
+    train: bool,
+    slice_axis: str = "axial",
+    for_cached_features: bool = False,
+    extra_keys: Sequence[str] = (),
+    seed: int | None = None,
+) -> Compose:
+    """The preprocessing (and, for training, sampling/augmentation) pipeline of the module doc.
+
+    Args:
+        data_cfg: spacing, intensity, window, slab and augmentation switches.
+        task: ``segmentation`` (guides slabs by ``label``) or ``classification`` (by ``mask``).
+        modalities: modality names; the image must load with one channel per modality.
+        train: add slab sampling and augmentation; False keeps the whole volume (validation,
+            inference) and the pipeline is invertible with :func:`invert_prediction`.
+        slice_axis: ``axial``, ``coronal`` or ``sagittal``; slabs and quarter turns follow it.
+        for_cached_features: after preprocessing keep only :data:`FEATURE_SAFE_TRANSFORMS`.
+        extra_keys: keys already in the dict on the preprocessed grid's slice axis (e.g. cached
+            features ``(E, X', Y', Z)``) that follow slab sampling and flips; needs
+            ``for_cached_features``.
+        seed: seed the pipeline's random state (``Compose.set_random_state``).
+
+    Returns:
+        A ``Compose`` mapping a :func:`~volseg.data.loading.case_to_dict` dict to tensors:
+        ``image`` float32 ``(M, X, Y, Z)``, ``label`` int64 ``(1, X, Y, Z)``, ``mask`` float32
+        ``(1, X, Y, Z)`` (MetaTensors, RAS), ``presence`` float32 ``(M,)``, ``target`` int64.
+    """
+    axis = slice_axis_index(slice_axis)
+    if extra_keys and not for_cached_features:
+        raise ValueError("extra_keys are only followed with for_cached_features=True")
+    keys = list(SPATIAL_KEYS)
+    transforms: list[Callable] = [
+        LoadVolumed("image", channels=len(modalities)),
+        LoadVolumed(["label", "mask"], allow_missing_keys=True),
+        AsDiscreted("mask", threshold=0.5, allow_missing_keys=True),
+        Orientationd(keys, axcodes="RAS", labels=None, allow_missing_keys=True),
+    ]
+    if data_cfg.spacing is not None:
+        pixdim = [float(s) for s in data_cfg.spacing]
+        transforms.append(Spacingd(keys, pixdim, mode=INTERPOLATION, allow_missing_keys=True))
+    transforms += _normalisation(data_cfg)
+    transforms.append(
+        CropForegroundd(
+            keys,
+            source_key="image",
+            select_fn=foreground_or_all,
+            margin=FOREGROUND_MARGIN,
+            allow_smaller=True,
+            start_coord_key=None,
+            end_coord_key=None,
+            allow_missing_keys=True,
+        )
+    )
+    if train:
+        sampled = keys + list(extra_keys)
+        roi = [-1, -1, -1]
+        roi[axis] = data_cfg.slab
+        seg = task == "segmentation"
+        transforms += [
+            SpatialPadd(sampled, spatial_size=roi, allow_missing_keys=True),
+            RandSlabd(
+                sampled,
+                data_cfg.slab,
+                axis,
+                guide_key="label" if seg else "mask",
+                pos_fraction=0.5 if seg else 1.0,
+                allow_missing_keys=True,
+            ),
+        ]
+        if data_cfg.augment:
+            transforms += _augmentations(data_cfg, axis, sampled, for_cached_features)
+    transforms += [
+        ZeroAbsentModalitiesd("image"),
+        EnsureTyped(
+            keys, dtype=[torch.float32, torch.int64, torch.float32], allow_missing_keys=True
+        ),
+        EnsureTyped(
+            ["presence", "target"],
+            dtype=[torch.float32, torch.int64],
+            track_meta=False,
+            allow_missing_keys=True,
+        ),
+    ]
+    pipeline = Compose(transforms)
+    if seed is not None:
+        pipeline.set_random_state(seed)
+    return pipeline
+
+
+def _normalisation(data_cfg: DataConfig) -> list[Callable]:
+    if data_cfg.intensity == "ct":
+        low, high = data_cfg.ct_window
+        return [ScaleIntensityRanged("image", low, high, b_min=0.0, b_max=1.0, clip=True)]
+    return [
+        NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        ZScoreToUnitd("image"),
+    ]
+
+
+def _augmentations(
+    data_cfg: DataConfig, axis: int, sampled: list[str], cached: bool
+) -> list[Callable]:
+    """Training augmentations after slab sampling (only the feature-safe ones if ``cached``)."""
+    in_plane = tuple(a for a in range(3) if a != axis)
+    out: list[Callable] = []
+    if data_cfg.mirror:
+        out += [RandFlipd(sampled, 0.5, spatial_axis=a, allow_missing_keys=True) for a in range(3)]
+        rotate90 = SquareRandRotate90d if cached else RandRotate90d
+        out.append(
+            rotate90(sampled, prob=0.5, max_k=3, spatial_axes=in_plane, allow_missing_keys=True)
+        )
+    if cached:
+        return out
+    rotate, scale = [0.0, 0.0, 0.0], [0.1, 0.1, 0.1]
+    rotate[axis], scale[axis] = float(np.deg2rad(15.0)), 0.0
+    out.append(
+        RandAffined(
+            list(SPATIAL_KEYS),
+            prob=0.2,
+            rotate_range=rotate,
+            scale_range=scale,
+            mode=INTERPOLATION,
+            padding_mode="zeros",
+            allow_missing_keys=True,
+        )
+    )
+    if data_cfg.intensity == "mri":
+        import torchio  # only training MRI pipelines need it
+
+        ghosting = torchio.RandomGhosting(num_ghosts=(2, 6), axes=in_plane, intensity=(0.2, 0.5))
+        out += [
+            RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.1)),
+            TorchioAugmentd("image", ghosting, prob=0.1),
+            RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+        ]
+    out += [
+        RandScaleIntensityd("image", factors=0.1, prob=0.3),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.3),
+        RandGaussianNoised("image", prob=0.15, std=0.03),
+    ]
+    return out
+
+
+def invert_prediction(
+    pred: torch.Tensor | np.ndarray,
+    data: Mapping[Hashable, Any],
+    transforms: Compose,
+    key: str = "image",
+    *,
+    nearest: bool | None = None,
+) -> torch.Tensor:
+    """Map a prediction from the preprocessed grid back onto the input file's grid.
+
+    Undoes, through MONAI's ``Invertd``, every invertible step recorded on ``data[key]``
+    (foreground crop, spacing, orientation), in reverse.
+
+    Args:
+        pred: ``(K, X', Y', Z')`` probabilities/logits or ``(1, X', Y', Z')`` label map on the
+            grid of ``data[key]``.
+        data: one (un-batched; see ``monai.data.decollate_batch``) dict output by the
+            validation pipeline (``train=False``).
+        transforms: that pipeline.
+        key: the key whose recorded transforms are undone.
+        nearest: nearest-neighbour resampling (label maps) or the recorded linear one
+            (probabilities); None picks nearest for integer ``pred``.
+
+    Returns:
+        ``(K or 1, X, Y, Z)`` MetaTensor on the original grid (its ``affine`` is the file's),
+        with ``pred``'s dtype; write it with :func:`volseg.io.write_like`.
+    """
+    reference = data[key]
+    pred = torch.as_tensor(pred)
+    if not isinstance(reference, MetaTensor) or pred.shape[1:] != reference.shape[1:]:
+        raise ValueError(
+            f"pred {tuple(pred.shape)} must lie on the grid of the MetaTensor data['{key}'] "
+            f"{tuple(getattr(reference, 'shape', ()))} output by the validation pipeline"
+        )
+    dtype = pred.dtype
+    if nearest is None:
+        nearest = not pred.is_floating_point()
+    # A plain tensor would make Invertd look for a legacy trace key and silently do nothing.
+    pred = MetaTensor(pred.float())
+    inverter = Invertd("pred", transform=transforms, orig_keys=key, nearest_interp=nearest)
+    out = inverter({key: reference, "pred": pred})["pred"]
+    return out.to(dtype)
