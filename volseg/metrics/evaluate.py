@@ -1,0 +1,481 @@
+"""``volseg evaluate``: score a folder of predictions (or a predictions CSV) against references.
+
+Writes ``summary.json`` (layout close to nnU-Net's: ``metric_per_case``, ``mean``,
+``foreground_mean``, plus ``std``, ``median``, bootstrap ``ci95`` and the conventions used) and
+``per_case.csv`` into the output folder, atomically. NaN is written as JSON ``null`` and as an
+empty CSV cell. Predictions and references are matched by case id; predictions are never
+resampled: a grid mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import multiprocessing
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from volseg.data import load_manifest
+from volseg.errors import VolsegError
+from volseg.io import atomic_path, read_image
+from volseg.io.read import FORMATS
+from volseg.metrics.bootstrap import METHOD, bootstrap_mean_ci
+from volseg.metrics.classification import classification_metrics
+from volseg.metrics.segmentation import (
+    CONVENTIONS,
+    SEGMENTATION_METRICS,
+    both_empty,
+    nsd_tolerances,
+    segmentation_metrics,
+)
+
+CI_METRICS = ("Dice", "IoU", "NSD", "HD95", "ASSD")
+GEOMETRY_ATOL_MM = 1e-3
+_AGGREGATE_NOTES = {
+    "std": "sample standard deviation (ddof=1) over cases",
+    "foreground_mean": "mean over labels of the per-label means (nnU-Net's foreground_mean)",
+    "ci95_foreground": "bootstrap over cases of each case's mean over labels",
+}
+
+
+def evaluate_segmentation(
+    pred: str | Path,
+    ref: str | Path,
+    out_dir: str | Path,
+    *,
+    labels: Mapping[int, str] | None = None,
+    tolerance_mm: float | Mapping[int, float] = 2.0,
+    workers: int = 2,
+    allow_missing: bool = False,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score predicted label maps against references; write summary.json and per_case.csv.
+
+    Args:
+        pred: folder of predicted label maps ``<case_id>.nii.gz`` (any extension volseg reads).
+        ref: folder of reference label maps with the same names, or a segmentation manifest
+            (file, or a folder holding ``dataset.json``/``manifest.json``) whose cases' label
+            files are the references.
+        out_dir: output folder (created).
+        labels: label value -> name to score. Default: the manifest's label map, or every
+            non-zero value found in the references. Background 0 is never scored.
+        tolerance_mm: NSD tolerance in mm, one number or one per label.
+        workers: processes scoring cases in parallel (1 = in this process).
+        allow_missing: score only the matched cases when some references have no prediction
+            (they are listed in the summary) instead of failing.
+        n_resamples: bootstrap resamples for the CIs of the means (0 skips them).
+        seed: bootstrap seed.
+
+    Returns:
+        The summary exactly as written to ``summary.json`` (label keys as strings, NaN as None).
+
+    Raises:
+        VolsegError: unreadable input, missing predictions, no matching cases, a prediction on
+            another grid than its reference (names the case and what differs), or a label map
+            with fractional or negative values.
+    """
+    pred, out_dir = Path(pred), Path(out_dir)
+    refs, manifest_labels = _reference_files(Path(ref))
+    preds = _image_files(pred, "prediction")
+    matched, missing, extra = _match(list(refs), preds, pred, allow_missing)
+    wanted = _wanted_labels(labels if labels is not None else manifest_labels)
+    if wanted is not None:
+        nsd_tolerances(tolerance_mm, list(wanted))  # fail before any work
+    jobs = [(cid, preds[cid], refs[cid], wanted, tolerance_mm) for cid in matched]
+    results = _run(_score_case, jobs, workers)
+    if wanted is None:
+        found = sorted(set().union(*(found for _, found in results)))
+        wanted = {label: str(label) for label in found}
+    tolerances = nsd_tolerances(tolerance_mm, list(wanted))
+    per_case = [
+        {
+            "case": cid,
+            "prediction_file": str(preds[cid]),
+            "reference_file": str(refs[cid]),
+            "metrics": {label: scores.get(label) or both_empty() for label in wanted},
+        }
+        for cid, (scores, _) in zip(matched, results, strict=True)
+    ]
+    summary = {
+        "task": "segmentation",
+        "prediction": str(pred),
+        "reference": str(ref),
+        "n_cases": len(matched),
+        "labels": dict(wanted),
+        "metric_names": list(SEGMENTATION_METRICS),
+        "tolerance_mm": tolerances,
+        "conventions": {**CONVENTIONS, **_AGGREGATE_NOTES},
+        "metric_per_case": per_case,
+        **_aggregate(per_case, list(wanted), n_resamples, seed),
+        "bootstrap": {"method": METHOD, "n_resamples": n_resamples, "seed": seed, "alpha": 0.05},
+        "missing_predictions": missing,
+        "unmatched_predictions": extra,
+    }
+    rows = [
+        {"case": c["case"], "label": label, "name": wanted[label]}
+        | {"prediction_file": c["prediction_file"], "reference_file": c["reference_file"]}
+        | c["metrics"][label]
+        for c in per_case
+        for label in wanted
+    ]
+    return _write(out_dir, summary, rows)
+
+
+def evaluate_classification(
+    predictions_csv: str | Path,
+    ref: str | Path,
+    out_dir: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    allow_missing: bool = False,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score predicted class probabilities against reference classes; write the summary files.
+
+    Args:
+        predictions_csv: CSV with ``case_id`` and one ``prob_<class>`` column per class (other
+            columns, e.g. ``predicted``, are ignored: the predicted class is the argmax).
+        ref: classification manifest, or a CSV with ``case_id`` and ``label`` columns.
+        out_dir: output folder (created).
+        classes: class names in class-id order (the last is positive for binary tasks).
+            Default: the manifest's classes, else the order of the ``prob_`` columns.
+        allow_missing: score only matched cases when some references have no prediction.
+        n_resamples: bootstrap resamples for the CIs (0 skips them).
+        seed: bootstrap seed.
+
+    Returns:
+        The summary as written to ``summary.json``: the result of
+        :func:`volseg.metrics.classification.classification_metrics` plus the inputs and the
+        lists of missing and unmatched cases.
+
+    Raises:
+        VolsegError: unreadable CSV, missing columns or predictions, unknown classes, or
+            probabilities that are not finite, outside 0..1 or do not sum to 1.
+    """
+    predictions_csv, ref, out_dir = Path(predictions_csv), Path(ref), Path(out_dir)
+    targets, ref_classes = _reference_classes(ref)
+    header, rows = _read_csv(predictions_csv, ["case_id"])
+    names = list(classes or ref_classes or [h[5:] for h in header if h.startswith("prob_")])
+    _check_prob_columns(header, names, predictions_csv)
+    probs = _probabilities(rows, names, predictions_csv)
+    matched, missing, extra = _match(list(targets), probs, predictions_csv, allow_missing)
+    unknown = sorted({targets[c] for c in matched} - set(names))
+    if unknown:
+        raise VolsegError(
+            f"{ref}: reference classes {unknown} are not among {names}; pass the right classes"
+        )
+    y = np.array([names.index(targets[c]) for c in matched])
+    p = np.array([probs[c] for c in matched])
+    result = classification_metrics(y, p, classes=names, n_resamples=n_resamples, seed=seed)
+    summary = {
+        "task": "classification",
+        "prediction": str(predictions_csv),
+        "reference": str(ref),
+        **result,
+        "missing_predictions": missing,
+        "unmatched_predictions": extra,
+    }
+    table = [
+        {"case_id": c, "true": names[t], "predicted": names[int(np.argmax(row))]}
+        | {"correct": int(t == np.argmax(row))}
+        | {f"prob_{n}": v for n, v in zip(names, row, strict=True)}
+        for c, t, row in zip(matched, y, p, strict=True)
+    ]
+    return _write(out_dir, summary, table)
+
+
+# --- segmentation helpers ----------------------------------------------------------------------
+
+
+def _score_case(
+    case_id: str,
+    pred_path: Path,
+    ref_path: Path,
+    labels: Mapping[int, str] | None,
+    tolerance_mm: float | Mapping[int, float],
+) -> tuple[dict[int, dict[str, float]], set[int]]:
+    """Metrics of one case (runs in a worker) and the non-zero labels of its reference.
+
+    Without a label list, the labels scored are those in the prediction or the reference;
+    the caller fills labels absent from both with the both-empty convention.
+    """
+    ref = read_image(ref_path)
+    pred = read_image(pred_path)
+    problems = ref.geometry.differences(pred.geometry, atol=GEOMETRY_ATOL_MM)
+    if problems:
+        raise VolsegError(
+            f"case {case_id}: prediction {pred_path} is not on the grid of reference {ref_path} "
+            f"({'; '.join(problems)}); write predictions with the reference's geometry, "
+            "volseg evaluate never resamples"
+        )
+    ref_array, pred_array = _label_array(ref.array, ref_path), _label_array(pred.array, pred_path)
+    ref_labels = _present(ref_array)
+    if labels is None:
+        scored = sorted(ref_labels | _present(pred_array))
+        if isinstance(tolerance_mm, Mapping):  # labels outside the table fail later, by name
+            scored = [label for label in scored if label in tolerance_mm]
+    else:
+        scored = list(labels)
+    scores = segmentation_metrics(
+        pred_array, ref_array, scored, ref.spacing, tolerance_mm=tolerance_mm
+    )
+    return scores, ref_labels
+
+
+def _aggregate(
+    per_case: list[dict], labels: list[int], n_resamples: int, seed: int
+) -> dict[str, dict]:
+    """Mean, std, median, NaN counts and bootstrap CIs over cases, per label and metric."""
+    table = np.array(
+        [[[c["metrics"][lab][m] for m in SEGMENTATION_METRICS] for lab in labels] for c in per_case]
+    ).reshape(len(per_case), len(labels), len(SEGMENTATION_METRICS))
+    out: dict[str, dict] = {"mean": {}, "std": {}, "median": {}, "undefined_count": {}}
+    out |= {"ci95": {}, "ci95_foreground": {}, "ci95_skipped": {}}
+    for j, label in enumerate(labels):
+        values = {m: table[:, j, k] for k, m in enumerate(SEGMENTATION_METRICS)}
+        out["mean"][label] = {m: _nan(np.nanmean, v) for m, v in values.items()}
+        out["std"][label] = {m: _nan(np.nanstd, v, ddof=1) for m, v in values.items()}
+        out["median"][label] = {m: _nan(np.nanmedian, v) for m, v in values.items()}
+        nans = {m: int(np.isnan(v).sum()) for m, v in values.items() if np.isnan(v).any()}
+        if nans:
+            out["undefined_count"][label] = nans
+        if n_resamples:
+            cis = {
+                m: bootstrap_mean_ci(values[m], n_resamples=n_resamples, seed=seed)
+                for m in CI_METRICS
+            }
+            out["ci95"][label] = {m: ci.as_list() for m, ci in cis.items()}
+            skipped = {m: ci.n_skipped for m, ci in cis.items() if ci.n_skipped}
+            if skipped:
+                out["ci95_skipped"][label] = skipped
+    out["foreground_mean"] = {
+        m: _nan(np.nanmean, np.array([out["mean"][lab][m] for lab in labels], dtype=float))
+        for m in SEGMENTATION_METRICS
+    }
+    if n_resamples and labels:
+        for k, m in enumerate(SEGMENTATION_METRICS):
+            if m in CI_METRICS:
+                case_means = np.array([_nan(np.nanmean, row) for row in table[:, :, k]])
+                ci = bootstrap_mean_ci(case_means, n_resamples=n_resamples, seed=seed)
+                out["ci95_foreground"][m] = ci.as_list()
+    return out
+
+
+def _nan(fn: Any, values: np.ndarray, **kwargs: Any) -> float:
+    """``fn`` over the finite values; NaN when fewer than it needs (no warning)."""
+    finite = values[np.isfinite(values)]
+    if finite.size <= kwargs.get("ddof", 0):
+        return math.nan
+    return float(fn(finite, **kwargs))
+
+
+def _label_array(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 3:
+        raise VolsegError(f"{path}: has {array.shape[0]} channels; a label map has one")
+    if array.dtype.kind == "f":
+        if not np.array_equal(array, np.round(array)):
+            raise VolsegError(f"{path}: holds fractional values; write argmax label maps")
+        array = array.astype(np.int32)
+    if array.dtype.kind == "i" and array.size and array.min() < 0:
+        raise VolsegError(f"{path}: holds negative labels; label values must be >= 0")
+    return array
+
+
+def _present(array: np.ndarray) -> set[int]:
+    """Non-zero values of a non-negative integer label map."""
+    if array.size and array.max() > np.iinfo(np.uint16).max:  # bincount would be huge
+        return {int(v) for v in np.unique(array) if v}
+    counts = np.bincount(array.ravel().astype(np.int64, copy=False))
+    return {int(v) for v in np.flatnonzero(counts) if v}
+
+
+def _wanted_labels(labels: Mapping[int, str] | None) -> dict[int, str] | None:
+    if labels is None:
+        return None
+    wanted = {int(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: int(kv[0]))}
+    wanted.pop(0, None)  # background is never scored
+    if not wanted or min(wanted) < 0:
+        raise VolsegError(f"labels {dict(labels)} must hold at least one positive label value")
+    return wanted
+
+
+def _reference_files(ref: Path) -> tuple[dict[str, Path], dict[int, str] | None]:
+    """case id -> reference label file, and the manifest's label map if ``ref`` is a manifest."""
+    is_folder_of_maps = ref.is_dir() and not any(
+        (ref / name).is_file() for name in ("dataset.json", "manifest.json")
+    )
+    if is_folder_of_maps:
+        return _image_files(ref, "reference"), None
+    manifest = load_manifest(ref)
+    if manifest.task != "segmentation":
+        raise VolsegError(f"{ref}: is a {manifest.task} manifest; pass a segmentation one")
+    files = {case.id: case.label for case in manifest.cases if case.label is not None}
+    if not files:
+        raise VolsegError(f"{ref}: no case has a label file to evaluate against")
+    return files, {k: v for k, v in manifest.labels.items() if k != 0} or None
+
+
+def _image_files(folder: Path, what: str) -> dict[str, Path]:
+    """case id -> file for every image file in ``folder`` (id = name without extension)."""
+    if not folder.is_dir():
+        raise VolsegError(f"{folder}: {what} folder not found; pass a folder of label maps")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        ending = next((e for e in FORMATS if name.lower().endswith(e)), None)
+        if ending is None or name.startswith(".") or not path.is_file():
+            continue
+        case_id = name[: -len(ending)]
+        if case_id in files:
+            raise VolsegError(
+                f"{folder}: case {case_id} has two {what} files ({files[case_id].name}, {name}); "
+                "keep one"
+            )
+        files[case_id] = path
+    if not files:
+        raise VolsegError(f"{folder}: no {what} label maps ({', '.join(FORMATS)}) in this folder")
+    return files
+
+
+# --- classification helpers --------------------------------------------------------------------
+
+
+def _reference_classes(ref: Path) -> tuple[dict[str, str], list[str]]:
+    """case id -> true class name, and the class order if the reference defines one."""
+    if ref.suffix.lower() == ".csv":
+        _, rows = _read_csv(ref, ["case_id", "label"])
+        return {r["case_id"]: r["label"] for r in rows if r["label"]}, []
+    manifest = load_manifest(ref)
+    if manifest.task != "classification":
+        raise VolsegError(f"{ref}: is a {manifest.task} manifest; pass a classification one")
+    return {c.id: c.target for c in manifest.cases if c.target is not None}, manifest.classes
+
+
+def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in reader.fieldnames or []]
+            reader.fieldnames = header
+            rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise VolsegError(f"{path}: cannot read as CSV ({e})") from None
+    absent = [c for c in required if c not in header]
+    if absent:
+        raise VolsegError(f"{path}: CSV header {header} lacks column(s) {absent}; add them")
+    return header, [r for r in rows if r.get("case_id")]
+
+
+def _check_prob_columns(header: list[str], names: list[str], path: Path) -> None:
+    given = [h[5:] for h in header if h.startswith("prob_")]
+    if len(names) < 2 or sorted(given) != sorted(names):
+        raise VolsegError(
+            f"{path}: probability columns {['prob_' + g for g in given]} do not match the "
+            f"classes {names}; write one prob_<class> column per class"
+        )
+
+
+def _probabilities(rows: list[dict[str, str]], names: list[str], path: Path) -> dict:
+    """case id -> probabilities ``(G,)`` in class order, checked to be a distribution."""
+    probs: dict[str, np.ndarray] = {}
+    for line, row in enumerate(rows, start=2):
+        case_id = row["case_id"]
+        try:
+            p = np.array([float(row[f"prob_{n}"]) for n in names])
+        except ValueError:
+            raise VolsegError(f"{path}: line {line} ({case_id}) has a non-numeric prob") from None
+        if not np.all(np.isfinite(p)) or p.min() < -1e-6 or p.max() > 1 + 1e-6:
+            raise VolsegError(f"{path}: line {line} ({case_id}) has probabilities outside 0..1")
+        if abs(p.sum() - 1) > 1e-3:
+            raise VolsegError(
+                f"{path}: line {line} ({case_id}) probabilities sum to {p.sum():.4g}, not 1; "
+                "write softmax probabilities"
+            )
+        if case_id in probs:
+            raise VolsegError(f"{path}: case {case_id} appears twice; keep one row per case")
+        probs[case_id] = np.clip(p, 0, 1)
+    return probs
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+
+def _match(
+    reference_ids: list[str], predictions: Iterable[str], where: Path, allow_missing: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """(matched ids in reference order, references without prediction, unmatched predictions)."""
+    predicted = set(predictions)
+    matched = [c for c in reference_ids if c in predicted]
+    missing = [c for c in reference_ids if c not in predicted]
+    extra = sorted(predicted - set(reference_ids))
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise VolsegError(
+            f"{where}: no prediction for {len(missing)} reference case(s): {shown}; predict "
+            "them, or allow missing predictions to score only the matched cases"
+        )
+    if not matched:
+        raise VolsegError(f"{where}: no prediction matches a reference case id")
+    return matched, missing, extra
+
+
+def _run(fn: Any, jobs: list[tuple], workers: int) -> list:
+    """``fn(*job)`` for every job, in order; in ``workers`` spawned processes when > 1."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(*job) for job in jobs]
+    context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP threads can hang
+    try:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+            return list(pool.map(fn, *zip(*jobs, strict=True)))
+    except BrokenProcessPool:
+        raise VolsegError(
+            f"a worker process of {workers} died (out of memory, or a script calling volseg "
+            "without an `if __name__ == '__main__':` guard); rerun with workers=1"
+        ) from None
+
+
+def _write(out_dir: Path, summary: dict, rows: list[dict]) -> dict[str, Any]:
+    """Write summary.json and per_case.csv atomically; return the summary as JSON holds it."""
+    summary = _jsonable(summary)
+    text = json.dumps(summary, indent=2, allow_nan=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(text + "\n")
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    with atomic_path(out_dir / "per_case.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    return summary
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types: string keys, NaN/inf -> None, numpy scalars and arrays unwrapped."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
