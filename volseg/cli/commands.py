@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from volseg.cli.evaluate import register_evaluate
 from volseg.cli.main import add_command, not_implemented
 
 
@@ -245,12 +246,7 @@ REGISTER = [
         "volseg predict --model RUN_DIR --input FILE|FOLDER|MANIFEST --output DIR",
         "inference issue",
     ),
-    _register_pending(
-        "evaluate",
-        "Score predictions against references (Dice, HD95, NSD; AUC with CIs)",
-        "volseg evaluate --pred DIR --ref DIR|MANIFEST",
-        "evaluation issue",
-    ),
+    register_evaluate,
     _register_pending(
         "report",
         "Write HTML/Markdown benchmark reports",
