@@ -7,6 +7,7 @@ from pathlib import Path
 
 from volseg.cli.evaluate import register_evaluate
 from volseg.cli.main import add_command, not_implemented
+from volseg.cli.report import register_report
 
 
 def register_synth(sub: argparse._SubParsersAction) -> None:
@@ -247,12 +248,7 @@ REGISTER = [
         "inference issue",
     ),
     register_evaluate,
-    _register_pending(
-        "report",
-        "Write HTML/Markdown benchmark reports",
-        "volseg report RUN_OR_EVAL_DIRS...",
-        "evaluation issue",
-    ),
+    register_report,
     _register_pending(
         "bench",
         "Run a whole benchmark: predict, evaluate, time, report",

@@ -462,7 +462,7 @@ def _write(out_dir: Path, summary: dict, rows: list[dict]) -> dict[str, Any]:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, float):
-        return "" if not math.isfinite(value) else repr(value)
+        return "" if not math.isfinite(value) else repr(float(value))
     return value
 
 
