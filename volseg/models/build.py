@@ -146,14 +146,15 @@ def build_model(
     learned = enc.channel_adapter == "learned"
     in_channels = len(modalities) if segmentation and learned else 1
     encoder = ENCODERS.build(enc.name, cfg=enc, in_channels=in_channels)
-    apply_adaptation(
-        encoder,
-        enc.mode,
-        last_n=enc.last_n,
-        lora_rank=enc.lora.rank,
-        lora_alpha=enc.lora.alpha,
-        lora_dropout=enc.lora.dropout,
-    )
+    if isinstance(encoder, SliceEncoder):  # the baselines' identity encoder has nothing to adapt
+        apply_adaptation(
+            encoder,
+            enc.mode,
+            last_n=enc.last_n,
+            lora_rank=enc.lora.rank,
+            lora_alpha=enc.lora.alpha,
+            lora_dropout=enc.lora.dropout,
+        )
     if segmentation:
         per_channel = len(modalities) > 1 and not learned
         in_features = encoder.embed_dim * (len(modalities) if per_channel else 1)

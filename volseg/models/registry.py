@@ -72,5 +72,8 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-HEADS = Registry("head", modules=("volseg.models.seg_head", "volseg.models.cls_head"))
-ENCODERS = Registry("encoder", modules=("volseg.models.encoder",))
+HEADS = Registry(
+    "head",
+    modules=("volseg.models.seg_head", "volseg.models.cls_head", "volseg.models.baselines"),
+)
+ENCODERS = Registry("encoder", modules=("volseg.models.encoder", "volseg.models.baselines"))
