@@ -28,7 +28,7 @@ def test_synth_help_documents_sizes_and_seed(capsys):
     assert "--seed" in out and "realistic 256x256x100" in out and "tiny" in out
 
 
-@pytest.mark.parametrize("command", ["predict", "bench"])
+@pytest.mark.parametrize("command", ["bench"])
 def test_unfilled_commands_say_so_and_exit_nonzero(command, capsys, tmp_path):
     assert main([command, "--model", str(tmp_path)]) == 3
     assert "not implemented yet" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from volseg.cli.evaluate import register_evaluate
 from volseg.cli.main import add_command, not_implemented
+from volseg.cli.predict import register_predict
 from volseg.cli.report import register_report
 
 
@@ -241,12 +242,7 @@ REGISTER = [
     register_check,
     register_train,
     register_models,
-    _register_pending(
-        "predict",
-        "Predict label maps or grades for volumes",
-        "volseg predict --model RUN_DIR --input FILE|FOLDER|MANIFEST --output DIR",
-        "inference issue",
-    ),
+    register_predict,
     register_evaluate,
     register_report,
     _register_pending(

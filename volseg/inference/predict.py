@@ -1,0 +1,568 @@
+"""Predict one case: read, preprocess as the checkpoint says, run the model, map back, label.
+
+:class:`Predictor` holds a model with everything its checkpoint knows (config, modalities,
+label values or classes); ``volseg predict``, :func:`volseg.predict_volume` and training
+validation all go through it or through :func:`segment_probabilities`.
+
+- **Preprocessing** is the validation pipeline of :func:`volseg.data.transforms.build_transforms`
+  (``train=False``) built from the checkpoint's ``data`` section: RAS, spacing, intensity,
+  foreground crop. Users never re-type it.
+- **Segmentation**: slab sliding windows with the encoder run once per slice
+  (:mod:`volseg.inference.window`), optional mirror TTA, softmax, then the probabilities are
+  taken back to the input grid with :func:`~volseg.data.transforms.invert_prediction`, argmaxed
+  and mapped to label values. The label map carries the input image's exact geometry.
+- **Grading**: each present modality is encoded once over the whole volume and the MIL head
+  runs once; no windows (the head pools over all slices, so a window would change the answer).
+  Most-attended slices are reported as slice indices of the *input file* (see
+  :func:`~volseg.inference.postprocess.original_slice_indices`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+from torch import nn
+
+from volseg.config import Config
+from volseg.data.loading import LoadVolumed
+from volseg.data.manifest import ImageSource
+from volseg.data.transforms import build_transforms, invert_prediction
+from volseg.errors import VolsegError
+from volseg.inference.postprocess import (
+    class_labels,
+    keep_largest_component,
+    original_slice_indices,
+)
+from volseg.inference.window import autocast, segment_probabilities
+from volseg.io import Image, read_image
+from volseg.models.slicing import slice_dim
+
+
+@dataclass
+class InferenceOptions:
+    """How to predict; ``None`` fields take the checkpoint config's value.
+
+    Attributes:
+        roi_slices: slices per window along the slice axis; None: ``data.slab`` of the config;
+            0: the whole volume in one window.
+        overlap: window overlap in [0, 1); None: ``inference.overlap``.
+        sw_batch_size: windows per head call; None: ``inference.sw_batch_size``.
+        tta: mirror test-time augmentation (8 flips); None: ``inference.tta``.
+        mode: window blending, ``gaussian`` or ``constant``.
+        naive: run the whole model per window (comparison only, slower).
+        keep_largest: keep each label's largest 26-connected component.
+        stitch_device: device of the stitched output, e.g. ``cpu``; None: the model's device.
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (CUDA only).
+        device: model device; None: ``cuda`` when available, else ``cpu``.
+        chunk: slices per encoder call (memory only); None: the config's ``encoder.chunk``.
+        top_slices: most-attended slices reported per modality (grading).
+    """
+
+    roi_slices: int | None = None
+    overlap: float | None = None
+    sw_batch_size: int | None = None
+    tta: bool | None = None
+    mode: str = "gaussian"
+    naive: bool = False
+    keep_largest: bool = False
+    stitch_device: str | None = None
+    amp: str = "auto"
+    device: str | None = None
+    chunk: int | None = None
+    top_slices: int = 3
+
+    def resolved(self, config: Config) -> InferenceOptions:
+        """A copy with every None filled from ``config``."""
+        roi = config.data.slab if self.roi_slices is None else self.roi_slices
+        return replace(
+            self,
+            roi_slices=roi,
+            overlap=config.inference.overlap if self.overlap is None else self.overlap,
+            sw_batch_size=(
+                config.inference.sw_batch_size if self.sw_batch_size is None else self.sw_batch_size
+            ),
+            tta=config.inference.tta if self.tta is None else self.tta,
+            device=self.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        )
+
+
+# One volume source: a file or DICOM folder, one channel of a 4D file, or an image in memory.
+Source = str | Path | ImageSource | Image
+
+
+@dataclass
+class CaseInput:
+    """The volumes of one case as read from disk, before any preprocessing.
+
+    Attributes:
+        images: one scalar image per model modality (None where missing), all on one grid.
+        reference: the first present image: outputs are written on its grid, with its header.
+        mask: optional region mask on the same grid.
+    """
+
+    images: list[Image | None]
+    reference: Image
+    mask: Image | None = None
+
+
+def read_case(
+    sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
+    modalities: Sequence[str],
+    *,
+    mask: Source | None = None,
+) -> CaseInput:
+    """Read the volumes of one case, one scalar image per modality, and check their grids.
+
+    Args:
+        sources: one source (for several modalities: a 4D file with one channel each), or one
+            source per modality, in ``modalities`` order or as a mapping by name (None: missing).
+        modalities: the model's modality names.
+        mask: optional region mask source.
+
+    Raises:
+        VolsegError: unreadable file, a channel count that does not match the modalities,
+            no modality present, or images on different grids.
+    """
+    names = list(modalities)
+    if isinstance(sources, Mapping):
+        unknown = sorted(set(sources) - set(names))
+        if unknown:
+            raise VolsegError(f"modalities {unknown} are unknown; the model expects {names}")
+        entries: list[Source | None] = [sources.get(m) for m in names]
+    elif isinstance(sources, Sequence) and not isinstance(sources, str):
+        entries = list(sources)
+    else:
+        entries = [sources]
+    images: list[Image | None] = [_read_source(e) if e is not None else None for e in entries]
+    if len(images) == 1 and images[0] is not None and images[0].num_channels > 1:
+        whole = images[0]
+        images = [whole.channel(c) for c in range(whole.num_channels)]
+    present = [i for i in images if i is not None]
+    if not present:
+        raise VolsegError(f"no image given; the model expects {names}")
+    reference = present[0]
+    where = reference.path or "input"
+    if len(images) != len(names) or any(i.num_channels != 1 for i in present):
+        counts = [i.num_channels if i is not None else 0 for i in images]
+        raise VolsegError(
+            f"{where}: gives {sum(counts)} channel(s) in {len(images)} volume(s), the model "
+            f"expects one per modality {names}; pass one scalar volume per modality or a 4D "
+            "file with exactly that many channels"
+        )
+    loaded_mask = _read_source(mask) if mask is not None else None
+    for other in [*present[1:], loaded_mask]:
+        if other is not None and (problems := other.geometry.differences(reference.geometry)):
+            raise VolsegError(
+                f"{other.path}: grid differs from {where} ({'; '.join(problems)}); the volumes "
+                "of a case must be co-registered on one grid"
+            )
+    return CaseInput(images, reference, loaded_mask)
+
+
+def to_data(case: CaseInput, modalities: Sequence[str]) -> dict[str, Any]:
+    """The data dict the validation pipeline takes after its loaders (as ``LoadVolumed`` makes).
+
+    Returns:
+        ``image``: float32 MetaTensor ``(M, X, Y, Z)`` (zeros for a missing modality) with the
+        RAS affine and the meta :mod:`volseg.data.loading` documents; ``presence`` float32
+        ``(M,)``; ``mask`` ``(1, X, Y, Z)`` when the case has one.
+    """
+    reference = case.reference
+    zeros = np.zeros(reference.shape, dtype=np.float32)
+    array = np.stack([zeros if i is None else i.array.astype(np.float32) for i in case.images])
+    data: dict[str, Any] = {
+        "image": _meta_volume(array, reference),
+        "presence": np.array([i is not None for i in case.images], dtype=np.float32),
+    }
+    if case.mask is not None:
+        data["mask"] = _meta_volume(case.mask.array[None].astype(np.float32), reference)
+    return data
+
+
+def _meta_volume(array: np.ndarray, reference: Image) -> Any:
+    from monai.data import MetaTensor
+    from monai.utils import MetaKeys, SpaceKeys
+
+    meta = {
+        MetaKeys.ORIGINAL_AFFINE: reference.affine.copy(),
+        MetaKeys.SPATIAL_SHAPE: np.asarray(reference.shape, dtype=np.int64),
+        MetaKeys.SPACE: SpaceKeys.RAS,
+        MetaKeys.ORIGINAL_CHANNEL_DIM: 0,
+        "filename_or_obj": str(reference.path),
+    }
+    affine = torch.as_tensor(reference.affine, dtype=torch.float64)
+    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine, meta=meta)
+
+
+def _read_source(source: Source) -> Image:
+    if isinstance(source, Image):
+        return source
+    if isinstance(source, ImageSource):
+        image = read_image(source.path)
+        if source.channel is None:
+            return image
+        if not 0 <= source.channel < image.num_channels:
+            raise VolsegError(
+                f"{source.path}: has {image.num_channels} channel(s), no channel "
+                f"{source.channel}; fix the modality's channel in the manifest"
+            )
+        return image.channel(source.channel)
+    return read_image(source)
+
+
+class StepTimer:
+    """Wall-clock seconds per named step, summed; waits for CUDA work so GPU time is counted."""
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else None
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[step] += time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class SegmentationResult:
+    """A label map on the input grid, and optionally the probabilities it came from.
+
+    Attributes:
+        labels: label values ``(X, Y, Z)`` uint8/uint16 with the input image's geometry.
+        probabilities: ``(K, X, Y, Z)`` float16 on the same grid, or None.
+    """
+
+    labels: Image
+    probabilities: np.ndarray | None = None
+
+
+@dataclass
+class GradeResult:
+    """A case's grade.
+
+    Attributes:
+        probabilities: class name -> probability (softmax), in class order.
+        predicted: the most probable class.
+        modalities_used: modalities present in the case (the model saw these).
+        modality_attention: modality -> weight of the modality-level attention.
+        top_slices: modality -> most-attended slices, input-file indices, most attended first.
+        slice_axis: modality -> input axis (0, 1, 2) the ``top_slices`` indices count along.
+    """
+
+    probabilities: dict[str, float]
+    predicted: str
+    modalities_used: list[str]
+    modality_attention: dict[str, float] = field(default_factory=dict)
+    top_slices: dict[str, list[int]] = field(default_factory=dict)
+    slice_axis: dict[str, int] = field(default_factory=dict)
+
+
+class Predictor:
+    """A model ready to predict cases, with its preprocessing and output conventions.
+
+    Args:
+        model: a :class:`~volseg.models.SegmentationModel` or :class:`~volseg.models.GradingModel`.
+        config: the run's resolved config (preprocessing from ``data``, defaults from
+            ``inference``, task from ``model.task``).
+        modalities: input modality names in channel order.
+        label_values: label value of each segmentation class; None: class ``i`` -> ``i``.
+        classes: grade class names; None: ``"0"``, ``"1"``, ...
+        options: how to predict (None fields from ``config``).
+
+    Attributes:
+        task: ``segmentation`` or ``classification``.
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config,
+        *,
+        modalities: Sequence[str],
+        label_values: Sequence[int] | None = None,
+        classes: Sequence[str] | None = None,
+        options: InferenceOptions | None = None,
+    ) -> None:
+        self.config = config
+        self.task = config.model.task
+        self.modalities = list(modalities)
+        self.label_values = list(label_values) if label_values is not None else None
+        self.classes = list(classes) if classes is not None else None
+        encoder = getattr(model, "encoder", None)
+        if encoder is not None and hasattr(encoder, "vit"):
+            from volseg.models import merge_lora
+
+            merge_lora(encoder)  # no-op without LoRA adapters
+        self.model = model
+        self.set_options(options or InferenceOptions())
+        pipeline = build_transforms(
+            config.data,
+            task=self.task,
+            modalities=self.modalities,
+            train=False,
+            slice_axis=config.model.encoder.slice_axis,
+        )
+        # Volumes are read here (the input image is kept for its header), so the pipeline's
+        # loaders are dropped; the rest is what validation runs, and it inverts the same way.
+        self.transforms = Compose(
+            [t for t in pipeline.transforms if not isinstance(t, LoadVolumed)]
+        )
+
+    def set_options(self, options: InferenceOptions) -> None:
+        """Use ``options`` (None fields from the config) and move the model to their device.
+
+        Raises:
+            VolsegError: a chunk below 1.
+        """
+        self.options = options.resolved(self.config)
+        self.device = torch.device(self.options.device)
+        chunk = self.options.chunk
+        if chunk is not None:
+            if chunk < 1:
+                raise VolsegError(f"encoder chunk must be >= 1, got {chunk}")
+            self.model.encoder.chunk = chunk
+        self.model = self.model.to(self.device).eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path | Mapping[str, Any], options: InferenceOptions | None = None
+    ) -> Predictor:
+        """A predictor for a checkpoint file, run folder, or loaded checkpoint dict.
+
+        Raises:
+            VolsegError: unreadable checkpoint, or encoder weights it needs are gone.
+        """
+        from volseg.engine.checkpoint import (
+            config_of,
+            label_values,
+            load_checkpoint,
+            model_from_checkpoint,
+        )
+
+        if not isinstance(checkpoint, Mapping):
+            checkpoint = load_checkpoint(checkpoint)
+        config = config_of(checkpoint)
+        segmentation = config.model.task == "segmentation"
+        return cls(
+            model_from_checkpoint(checkpoint),
+            config,
+            modalities=checkpoint["modalities"],
+            label_values=label_values(checkpoint) if segmentation else None,
+            classes=None if segmentation else checkpoint["classes"],
+            options=options,
+        )
+
+    def predict(
+        self,
+        sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
+        *,
+        mask: Source | None = None,
+        timer: StepTimer | None = None,
+        probabilities: bool = False,
+    ) -> SegmentationResult | GradeResult:
+        """Predict one case from its files or in-memory images.
+
+        Args:
+            sources: one volume (a file, DICOM folder or :class:`~volseg.io.Image`; for several
+                modalities a 4D file with one channel per modality), or one source per
+                modality (a sequence in :attr:`modalities` order or a mapping by name; None for
+                a missing one, which only grading models accept).
+            mask: region mask for grading (e.g. the tumour), on the image's grid.
+            timer: receives seconds for ``read``, ``preprocess``, ``encode``, ``head``,
+                ``postprocess``.
+            probabilities: also return the probabilities (segmentation).
+
+        Raises:
+            VolsegError: unreadable input, wrong modality count, grids that differ.
+        """
+        timer = timer or StepTimer(self.device)
+        with timer("read"):
+            case = read_case(sources, self.modalities, mask=mask)
+        if self.task == "segmentation" and any(image is None for image in case.images):
+            missing = [m for m, i in zip(self.modalities, case.images, strict=True) if i is None]
+            raise VolsegError(
+                f"{case.reference.path}: modalities {missing} are missing; this segmentation "
+                f"model needs all of {self.modalities}"
+            )
+        with timer("preprocess"):
+            data = self.transforms(to_data(case, self.modalities))
+        if self.task == "segmentation":
+            return self._segment(case, data, timer, probabilities)
+        return self._grade(case, data, timer)
+
+    def _segment(
+        self, case: CaseInput, data: dict, timer: StepTimer, keep_probs: bool
+    ) -> SegmentationResult:
+        image = data["image"].as_tensor()[None]
+        o = self.options
+        probs = segment_probabilities(
+            self.model,
+            image,
+            roi_slices=o.roi_slices or None,
+            overlap=float(o.overlap),
+            sw_batch_size=int(o.sw_batch_size),
+            tta=bool(o.tta),
+            mode=o.mode,
+            naive=o.naive,
+            stitch_device=o.stitch_device,
+            amp=o.amp,
+            timer=timer,
+        )
+        with timer("postprocess"):
+            probs = invert_prediction(probs[0].cpu(), data, self.transforms).as_tensor()
+            reference = case.reference
+            if tuple(probs.shape[1:]) != reference.shape:
+                raise RuntimeError(
+                    f"inverted prediction {tuple(probs.shape)} does not fit the input grid "
+                    f"{reference.shape}"
+                )
+            # Voxels the foreground crop removed come back as all-zero probabilities.
+            probs[0] += (1 - probs.sum(dim=0)).clamp_min(0)
+            values = self.label_values or list(range(probs.shape[0]))
+            labels = class_labels(probs, values)
+            if self.options.keep_largest:
+                labels = keep_largest_component(labels, background=values[0])
+            out = probs.numpy().astype(np.float16) if keep_probs else None
+        return SegmentationResult(Image(labels, reference.geometry, header=reference.header), out)
+
+    def _grade(self, case: CaseInput, data: dict, timer: StepTimer) -> GradeResult:
+        volume = data["image"]
+        image = volume.as_tensor()[None].to(self.device)
+        present = [m for m, i in zip(self.modalities, case.images, strict=True) if i is not None]
+        inputs = {m: image[:, i : i + 1] for i, m in enumerate(self.modalities) if m in present}
+        mask = data.get("mask")
+        mask = mask.as_tensor()[None].to(self.device) if mask is not None else None
+        with torch.no_grad(), autocast(self.device, self.options.amp):
+            with timer("encode"):
+                features = self.model.encode(inputs)
+            with timer("head"):
+                out = self.model.decode(features, mask=mask)
+        with timer("postprocess"):
+            probs = torch.softmax(out.logits.float(), dim=1)[0].cpu().tolist()
+            classes = self.classes or [str(i) for i in range(len(probs))]
+            dim = slice_dim(self.config.model.encoder.slice_axis)
+            result = GradeResult(
+                probabilities=dict(zip(classes, probs, strict=True)),
+                predicted=classes[int(np.argmax(probs))],
+                modalities_used=present,
+                modality_attention={
+                    m: float(out.modality_attention[0, i]) for i, m in enumerate(self.modalities)
+                },
+            )
+            for m in present:
+                attention = out.slice_attention[m][0].float().cpu()
+                top = torch.argsort(attention, descending=True)[: self.options.top_slices]
+                result.top_slices[m], result.slice_axis[m] = original_slice_indices(
+                    top.tolist(),
+                    affine=np.asarray(volume.affine),
+                    original_affine=case.reference.affine,
+                    spatial_shape=tuple(volume.shape[1:]),
+                    original_shape=case.reference.shape,
+                    slice_axis=dim,
+                )
+        return result
+
+
+def as_predictor(
+    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    *,
+    options: InferenceOptions | None = None,
+    config: Config | None = None,
+    modalities: Sequence[str] | None = None,
+) -> Predictor:
+    """A :class:`Predictor` from a predictor, checkpoint (file, run folder, dict) or model.
+
+    A bare model takes its preprocessing from ``config`` (default: :class:`Config`'s defaults
+    with the model's task), its modalities from ``modalities`` (default: ``image``), class
+    ``i`` is written as label value ``i``. A given predictor is returned as it is, or with
+    ``options`` swapped in.
+    """
+    from volseg.models import GradingModel
+
+    if isinstance(model, Predictor):
+        if options is not None:
+            model.set_options(options)
+        return model
+    if isinstance(model, nn.Module):
+        grading = isinstance(model, GradingModel)
+        if config is None:
+            config = Config()
+            config.model.task = "classification" if grading else "segmentation"
+        names = list(model.modalities) if grading else list(modalities or ["image"])
+        return Predictor(model, config, modalities=names, options=options)
+    return Predictor.from_checkpoint(model, options)
+
+
+def predict_volume(
+    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    image: Source | Sequence[Source | None] | Mapping[str, Source | None],
+    *,
+    options: InferenceOptions | None = None,
+    config: Config | None = None,
+) -> Image:
+    """Segment one volume and return its label map on the input's exact grid.
+
+    Args:
+        model: a checkpoint file or run folder, a loaded checkpoint dict, a :class:`Predictor`,
+            or a bare segmentation model (preprocessed with ``config``, see :func:`as_predictor`).
+        image: an :class:`~volseg.io.Image`, a file or DICOM folder, or one per modality.
+        options: window, TTA and device settings; None: the checkpoint config's.
+        config: preprocessing for a bare model.
+
+    Returns:
+        The label map (uint8/uint16, the checkpoint's label values) with ``image``'s geometry
+        and header; write it with :func:`volseg.io.write_like` or ``write_image``.
+
+    Raises:
+        VolsegError: a grading model (use :func:`predict_grade`), or a bad input.
+    """
+    names = None
+    if isinstance(image, Image) and image.num_channels > 1:
+        names = [f"channel{i}" for i in range(image.num_channels)]
+    elif isinstance(image, Sequence) and not isinstance(image, str):
+        names = [f"channel{i}" for i in range(len(image))]
+    predictor = as_predictor(model, options=options, config=config, modalities=names)
+    if predictor.task != "segmentation":
+        raise VolsegError("predict_volume needs a segmentation model; use predict_grade")
+    result = predictor.predict(image)
+    assert isinstance(result, SegmentationResult)
+    return result.labels
+
+
+def predict_grade(
+    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    images: Source | Sequence[Source | None] | Mapping[str, Source | None],
+    *,
+    mask: Source | None = None,
+    options: InferenceOptions | None = None,
+) -> GradeResult:
+    """Grade one case (see :class:`GradeResult`); ``images`` as in :meth:`Predictor.predict`.
+
+    Raises:
+        VolsegError: a segmentation model, or a bad input.
+    """
+    predictor = as_predictor(model, options=options)
+    if predictor.task == "segmentation":
+        raise VolsegError("predict_grade needs a grading model; use predict_volume")
+    result = predictor.predict(images, mask=mask)
+    assert isinstance(result, GradeResult)
+    return result
