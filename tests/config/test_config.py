@@ -263,7 +263,7 @@ def test_synthetic_configs_values() -> None:
     assert organs.model.task == "segmentation"
     assert organs.model.encoder.name == "vit_small_patch14_dinov2"
     assert organs.model.encoder.mode == "frozen"
-    assert organs.train.epochs <= 10
+    assert organs.train.epochs <= 100  # sized for the 15-minute CPU budget (docs/TRAINING.md)
     glioma = load_config(Config, CONFIGS / "synthetic_glioma.yaml")
     assert glioma.data.manifest == "data/synthetic/glioma/manifest.json"
     assert (glioma.model.task, glioma.data.intensity) == ("classification", "mri")

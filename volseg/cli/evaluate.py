@@ -58,7 +58,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.pred.suffix.lower() == ".csv":
         summary = evaluate_classification(args.pred, args.ref, args.out, **common)
         metrics, ci = summary["metrics"], summary["ci95"]
-        for name in ("auc", "balanced_accuracy", "accuracy"):
+        for name in ("AUC", "balanced_accuracy", "accuracy"):
             if name in metrics:
                 print(f"{name:>18}: {_fmt(metrics[name])}  95% CI {_interval(ci.get(name))}")
     else:

@@ -1,8 +1,7 @@
 """The ``volseg`` command: one subcommand per pipeline step, each a thin layer over a function.
 
 Errors a user can cause are :class:`~volseg.errors.VolsegError`; they print as one line
-(``error: ...``) and exit with status 2. A step that later issues will fill prints that it is
-not implemented yet and exits with status 3.
+(``error: ...``) and exit with status 2.
 """
 
 from __future__ import annotations
@@ -15,15 +14,12 @@ from volseg import __version__
 from volseg.errors import VolsegError
 
 EXIT_USER_ERROR = 2
-EXIT_NOT_IMPLEMENTED = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``volseg`` command line; returns the exit status."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "takes_any_arguments", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except VolsegError as e:
@@ -59,12 +55,3 @@ def add_command(
         description=f"{summary}\n\n{description}".strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def not_implemented(step: str, issue: str) -> int:
-    print(
-        f"volseg {step}: not implemented yet ({issue}); nothing was written.",
-        file=sys.stderr,
-    )
-    return EXIT_NOT_IMPLEMENTED
-

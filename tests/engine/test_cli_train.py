@@ -1,0 +1,66 @@
+"""``volseg train`` options, through the subcommand :func:`volseg.cli.train.register_train` adds."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import yaml
+
+from tests.engine.conftest import TINY_MODEL
+from volseg.cli.train import register_train
+from volseg.errors import VolsegError
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="volseg")
+    register_train(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["train", *argv])
+
+
+@pytest.fixture
+def config_file(organs, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "output_dir": str(tmp_path / "runs"),
+                "data": {"manifest": str(organs), "folds": 3, "slab": 8, "mirror": False},
+            }
+        )
+    )
+    return path
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        parse("--help")
+    text = capsys.readouterr().out
+    for part in ("--dry-run", "--resume RUN_DIR", "--init-from CKPT", "torchrun", "examples:"):
+        assert part in text
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(config_file, tmp_path, capsys):
+    args = parse(str(config_file), *TINY_MODEL, "train.epochs=3", "--dry-run")
+    assert args.run(args) == 0
+    out = capsys.readouterr().out
+    assert "plan for run 'cli'" in out and "x 3 epochs" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_print_config_shows_overrides(config_file, capsys):
+    args = parse(str(config_file), "train.epochs=7", "--print-config")
+    assert args.run(args) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["epochs"] == 7
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("CONFIG", "--resume", "RUN"), ("--resume", "RUN", "train.epochs=3"), ()],
+)
+def test_bad_combinations_are_user_errors(config_file, tmp_path, argv):
+    argv = [str(config_file) if a == "CONFIG" else str(tmp_path) if a == "RUN" else a for a in argv]
+    args = parse(*argv)
+    with pytest.raises(VolsegError):
+        args.run(args)

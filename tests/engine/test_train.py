@@ -1,0 +1,169 @@
+"""End-to-end training runs on tiny data: run folder, determinism, exact resume, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from tests.engine.conftest import tiny_config
+from volseg.engine import loop, run_training
+from volseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from volseg.errors import VolsegError
+
+TIMES = ("epoch_seconds", "val_seconds")
+
+
+def rows(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMES} for line in lines]
+
+
+def weights(run_dir, name="last.pt"):
+    return load_checkpoint(run_dir / "checkpoints" / name)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def interrupt_at(monkeypatch, step: int, how: str):
+    """In the ``step``-th optimiser step (1-based), raise KeyboardInterrupt before it updates
+    anything (a killed run), or send SIGINT to this process (handled: the run stops after
+    the step and saves)."""
+    original = loop._optimizer_step
+    count = {"n": 0}
+
+    def patched(tools):
+        count["n"] += 1
+        if count["n"] == step:
+            if how == "crash":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(tools)
+
+    monkeypatch.setattr(loop, "_optimizer_step", patched)
+
+
+@pytest.fixture(scope="module")
+def baseline(organs, tmp_path_factory):
+    """An uninterrupted 3-epoch run (4 training cases, 2 per batch: 2 steps per epoch)."""
+    out = tmp_path_factory.mktemp("baseline")
+    return run_training(tiny_config(organs, out, "train.epochs=3"), progress=False)
+
+
+def test_run_folder_holds_every_artefact(baseline, organs):
+    for name in ("config.yaml", "splits.json", "metrics.csv", "metrics.jsonl", "progress.png"):
+        assert (baseline / name).is_file(), name
+    assert (baseline / "checkpoints" / "best.pt").is_file()
+    assert any((baseline / "tensorboard").iterdir())
+    assert len(list((baseline / "cache").glob("*.pt"))) == 6  # 4 train + 2 val volumes
+    history = rows(baseline)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [r["step"] for r in history] == [2, 4, 6]
+    names = ["liver", "spleen", "kidney_left", "kidney_right"]
+    assert all(f"dice/{n}" in history[-1] for n in names) and 0 <= history[-1]["dice_mean"] <= 1
+    header = (baseline / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_loss", "lr", "dice_mean"} <= set(header)
+
+    last = load_checkpoint(baseline / "checkpoints" / "last.pt")
+    assert last["epoch"] == 3 and last["training"]["position"]["step"] == 6
+    assert last["labels"] == {0: "background", 1: "liver", 2: "spleen", 3: "kidney_left",
+                              4: "kidney_right"}  # fmt: skip
+    assert last["preprocessing"]["slab"] == 8 and last["optimizer"] and last["scheduler"]
+    best = load_checkpoint(baseline)
+    assert best["metrics"]["dice_mean"] == max(r["dice_mean"] for r in history)
+    model = model_from_checkpoint(last).eval()  # the checkpoint rebuilds a working model
+    assert model(torch.rand(1, 1, 20, 18, 8)).shape == (1, 5, 20, 18, 8)
+
+
+def test_same_seed_gives_the_same_losses(baseline, organs, tmp_path, capsys):
+    again = run_training(tiny_config(organs, tmp_path, "train.epochs=3"), progress=False)
+    assert "feature cache: epoch time" in capsys.readouterr().err  # the measured speed-up
+    assert [r["train_loss"] for r in rows(again)] == [r["train_loss"] for r in rows(baseline)]
+    assert rows(again) == rows(baseline)
+    assert_same_weights(weights(again), weights(baseline))
+
+
+def test_killed_run_resumes_to_the_same_result(baseline, organs, tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, step=4, how="crash")  # 2nd step of epoch 2: last.pt is epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_config(organs, tmp_path, "train.epochs=3"), progress=False)
+    monkeypatch.undo()
+    run_dir = tmp_path / "tiny"
+    assert [r["epoch"] for r in rows(run_dir)] == [1]
+    resumed = run_training(None, resume=run_dir, progress=False)
+    assert resumed == run_dir
+    assert rows(resumed) == rows(baseline)
+    assert_same_weights(weights(resumed), weights(baseline))
+
+
+@pytest.mark.parametrize(
+    ("step", "stopped_at"),
+    [(3, (1, 1, 3)), (2, (1, 0, 2))],  # inside epoch 2; in the last step of epoch 1
+)
+def test_stopped_run_saves_and_resumes_exactly(
+    baseline, organs, tmp_path, monkeypatch, step, stopped_at
+):
+    interrupt_at(monkeypatch, step=step, how="signal")
+    run_dir = run_training(tiny_config(organs, tmp_path, "train.epochs=3"), progress=False)
+    monkeypatch.undo()
+    position = load_checkpoint(run_dir / "checkpoints" / "last.pt")["training"]["position"]
+    assert (position["epoch"], position["batch"], position["step"]) == stopped_at
+    resumed = run_training(None, resume=run_dir, progress=False)
+    assert rows(resumed) == rows(baseline)
+    assert_same_weights(weights(resumed), weights(baseline))
+    assert_same_weights(weights(resumed, "best.pt"), weights(baseline, "best.pt"))
+
+
+def test_dry_run_writes_nothing(organs, tmp_path, capsys):
+    run_dir = run_training(tiny_config(organs, tmp_path / "runs"), dry_run=True, progress=False)
+    text = capsys.readouterr().out
+    assert run_dir == tmp_path / "runs" / "tiny" and not (tmp_path / "runs").exists()
+    for part in ("4 train, 2 val", "slabs of 8 axial", "trainable", "2 optimiser steps per epoch",
+                 "= 4 steps", "cached once per volume", "native (median"):  # fmt: skip
+        assert part in text, part
+
+
+def test_existing_run_folders_are_never_reused(baseline, organs):
+    config = tiny_config(organs, baseline.parent, "train.epochs=1")
+    assert run_training(config, dry_run=True, progress=False) == baseline.parent / "tiny-1"
+
+
+def test_init_from_copies_the_weights(baseline, organs, tmp_path):
+    config = tiny_config(organs, tmp_path, "train.epochs=1", "train.lr=1e-12")
+    run_dir = run_training(config, init_from=baseline / "checkpoints" / "last.pt", progress=False)
+    start, trained = weights(baseline), weights(run_dir)
+    head = [k for k in start if k.startswith("head.") and start[k].is_floating_point()]
+    assert all(torch.allclose(start[k], trained[k], atol=1e-6) for k in head)
+
+
+def test_resume_without_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(VolsegError, match="last.pt"):
+        run_training(None, resume=tmp_path, progress=False)
+
+
+def test_task_mismatch_is_a_user_error(glioma, tmp_path):
+    with pytest.raises(VolsegError, match="model.task"):
+        run_training(tiny_config(glioma, tmp_path), dry_run=True, progress=False)
+
+
+def test_grading_run_reports_auc(glioma, tmp_path):
+    config = tiny_config(
+        glioma,
+        tmp_path,
+        "train.class_weights=balanced",
+        "train.balanced_sampling=true",
+        task="classification",
+    )
+    run_dir = run_training(config, progress=False)
+    last = rows(run_dir)[-1]
+    assert {"auc", "balanced_accuracy", "accuracy", "val_loss"} <= set(last)
+    assert 0 <= last["balanced_accuracy"] <= 1
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert checkpoint["classes"] == ["grade2", "grade3"] and checkpoint["task"] == "classification"

@@ -1,0 +1,194 @@
+"""Frozen-feature cache: each volume's slice features computed once, reused across epochs and runs.
+
+With a frozen encoder (``model.encoder.mode: frozen``, no learned channel adapter or layer
+fusion) the encoder is a fixed function, and it is by far the most expensive part of a step.
+Before training, every training and validation volume is preprocessed (load, RAS, spacing,
+intensity, foreground crop: the deterministic part of the pipeline) and encoded whole; one
+``.pt`` file per volume holds
+
+- ``features``: ``(F, x, y, z)`` in fp16 (``F = E`` or ``M * E`` for several modalities),
+- ``image`` (float32), ``label`` (int16), ``mask``, ``presence``, ``target``: the preprocessed
+  sample, so epochs skip file reading and resampling too.
+
+Training then applies only the *feature-safe* random steps (slab sampling, flips, square
+quarter turns; see :mod:`volseg.data.transforms`) to the cached image, label and features
+together, and trains the head on them.
+
+An entry's file name is the SHA-256 of everything its content depends on: the case id and
+its files (path, size, modification time), the encoder's identity (name, weights file
+identity, or a hash of the random weights; layers, fusion, slice axis, channel handling) and
+the preprocessing (spacing, intensity, CT window, modalities, slab padding). Files are written
+atomically, so concurrent ranks or runs sharing a folder (``train.cache_dir``) never read a
+half-written entry, and a stale entry is never reused: it simply has another name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.transforms import Compose, SpatialPadd
+from torch import Tensor, nn
+
+from volseg.config import to_dict
+from volseg.config.schema import Config
+from volseg.data.manifest import Case
+from volseg.engine.datasets import finish_sample
+from volseg.io.atomic import atomic_path
+
+CACHE_FORMAT = "volseg-feature-cache/1"
+PREPROCESSING_VERSION = 1  # bump when volseg.data.transforms changes what preprocessing computes
+
+
+@dataclass
+class FillReport:
+    """What :meth:`FeatureCache.fill` did: entries computed and reused, and seconds spent."""
+
+    computed: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+
+
+class FeatureCache:
+    """A folder of cached preprocessed volumes and their encoder features.
+
+    Args:
+        folder: where the ``<sha256>.pt`` files live.
+        identity: the encoder and preprocessing description that keys every entry
+            (:func:`cache_identity`).
+        dtype: storage dtype of the features (fp16 by default; fp32 for exactness tests).
+    """
+
+    def __init__(
+        self, folder: str | Path, identity: Mapping[str, Any], dtype: torch.dtype = torch.float16
+    ) -> None:
+        self.folder, self.identity, self.dtype = Path(folder), dict(identity), dtype
+
+    def key(self, case: Case, kind: str) -> str:
+        """The entry name of ``case``; ``kind`` says how it was padded (``train:16``, ``val``)."""
+        files = [s.path for s in case.images.values()] + [case.label, case.mask]
+        doc = {
+            "format": CACHE_FORMAT,
+            "case": case.id,
+            "files": [_file_identity(f) for f in files if f is not None],
+            "target": case.target,
+            "kind": kind,
+            "dtype": str(self.dtype),
+            **self.identity,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.pt"
+
+    def load(self, key: str) -> dict[str, Any]:
+        """A stored entry (tensors on CPU)."""
+        return torch.load(self.path(key), map_location="cpu", weights_only=True)
+
+    def fill(
+        self,
+        cases: Sequence[Case],
+        items: Sequence[dict[str, Any]],
+        *,
+        kind: str,
+        preprocess: Compose,
+        encode: Callable[[Tensor], Tensor],
+        pad: SpatialPadd | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> FillReport:
+        """Compute the entries of ``cases`` that are missing.
+
+        Args:
+            cases: the cases, parallel to ``items``.
+            items: their data dicts (:func:`volseg.data.loading.case_to_dict`).
+            kind: ``train`` or ``val`` (part of the key).
+            preprocess: the deterministic pipeline (``build_transforms(train=False)``).
+            encode: ``(1, C, X, Y, Z)`` image -> ``(1, F, x, y, z)`` features.
+            pad: applied after ``preprocess`` (pads training volumes to the slab).
+            shard: ``(rank, world_size)``: this rank fills every ``world_size``-th case.
+
+        Returns:
+            Counts and seconds of this rank's share.
+        """
+        report = FillReport()
+        start = time.perf_counter()
+        rank, world = shard
+        for i in range(rank, len(cases), world):
+            key = self.key(cases[i], kind)
+            if self.path(key).is_file():
+                report.reused += 1
+                continue
+            data = preprocess(dict(items[i]))
+            if pad is not None:
+                data = pad(data)
+            sample = finish_sample(data, lut=None)
+            with torch.no_grad():
+                features = encode(sample["image"][None])[0]
+            entry: dict[str, Any] = {
+                "format": CACHE_FORMAT,
+                "id": cases[i].id,
+                "features": features.to("cpu", self.dtype).contiguous(),
+            }
+            for name, value in sample.items():
+                if name in ("id", "features"):
+                    continue
+                entry[name] = value.to(torch.int16) if name == "label" else value
+            with atomic_path(self.path(key)) as tmp:
+                torch.save(entry, tmp)
+            report.computed += 1
+        report.seconds = time.perf_counter() - start
+        return report
+
+
+def cache_identity(config: Config, encoder: nn.Module, modalities: Sequence[str]) -> dict:
+    """What cached features depend on besides the case: encoder and preprocessing settings."""
+    enc, data = config.model.encoder, config.data
+    return {
+        "encoder": {
+            "name": enc.name,
+            "weights": _weights_identity(enc.weights, encoder),
+            "layers": enc.layers,
+            "fusion": enc.fusion,
+            "slice_axis": enc.slice_axis,
+            "channel_adapter": enc.channel_adapter,
+        },
+        "preprocessing": {
+            "version": PREPROCESSING_VERSION,
+            "task": config.model.task,
+            "modalities": list(modalities),
+            "spacing": to_dict(config)["data"]["spacing"],
+            "intensity": data.intensity,
+            "ct_window": list(data.ct_window),
+        },
+    }
+
+
+def _weights_identity(weights: str | None, encoder: nn.Module) -> Any:
+    """A weights file's (or folder's) identity, a hub name, or a hash of random weights."""
+    if weights is None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(encoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return {"random": digest.hexdigest()}
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        return {"folder": [_file_identity(p) for p in sorted(path.rglob("*")) if p.is_file()]}
+    if path.exists():
+        return {"file": _file_identity(path)}
+    return {"hub": weights}
+
+
+def _file_identity(path: str | Path) -> list:
+    """``[resolved path, size, mtime in ns]`` of a file (a DICOM folder: its files)."""
+    path = Path(path).resolve()
+    if path.is_dir():
+        return [str(path), [_file_identity(p) for p in sorted(path.iterdir()) if p.is_file()]]
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]

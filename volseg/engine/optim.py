@@ -1,0 +1,119 @@
+"""Optimiser, learning-rate schedule and mixed precision for a training run.
+
+- AdamW with two learning rates: ``train.lr`` for the head, ``train.encoder_lr`` for whatever
+  trains in the encoder (LoRA adapters, last blocks, a learned channel adapter or layer
+  fusion). Weight decay applies to weight matrices and kernels only, never to biases, norms
+  or the learned scalars (1-D or 0-D tensors), as usual for transformers.
+- Schedule per optimiser step: linear warm-up over ``train.warmup_epochs`` from ``1/W`` of the
+  peak to the peak, then a half cosine down to 0 at the last step.
+- Mixed precision: ``auto`` is bf16 on GPUs that support it, else fp16 (with a gradient
+  scaler), and full fp32 on CPU; ``bf16`` also runs on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from volseg.config.schema import TrainConfig
+from volseg.errors import VolsegError
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, in up to four groups (head/encoder x decay/no decay).
+
+    Each group carries a ``name`` (``head``, ``head_no_decay``, ``encoder``, ...) for logging.
+
+    Raises:
+        VolsegError: nothing in the model trains.
+    """
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "encoder" if name.startswith("encoder.") else "head"
+        key = part if param.ndim >= 2 else f"{part}_no_decay"
+        groups.setdefault(key, []).append(param)
+    if not groups:
+        raise VolsegError("nothing in the model trains; check model.encoder.mode and the head")
+    param_groups = []
+    for key in ("head", "head_no_decay", "encoder", "encoder_no_decay"):
+        if key in groups:
+            lr = train.encoder_lr if key.startswith("encoder") else train.lr
+            decay = 0.0 if key.endswith("no_decay") else train.weight_decay
+            param_groups.append(
+                {"params": groups[key], "lr": lr, "weight_decay": decay, "name": key}
+            )
+    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999))
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """The schedule factor of optimiser step ``s`` (0-based): warm-up, then half cosine to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warm-up + cosine schedule scaling every group's peak learning rate."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, min(warmup_steps, total_steps))
+    )
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs.
+
+    Attributes:
+        dtype: autocast dtype (``torch.bfloat16`` or ``torch.float16``), None for fp32.
+        device_type: ``cuda`` or ``cpu``, for ``torch.autocast``.
+    """
+
+    dtype: torch.dtype | None
+    device_type: str
+
+    @property
+    def name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")  # type: ignore[arg-type]
+
+    def autocast(self) -> torch.autocast:
+        """The autocast context of the forward pass (disabled for fp32)."""
+        return torch.autocast(
+            self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+        )
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A gradient scaler, enabled for fp16 only (bf16 has fp32's range)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
+
+
+def resolve_precision(amp: str, device: torch.device) -> Precision:
+    """Turn ``train.amp`` into a :class:`Precision` for ``device``.
+
+    Raises:
+        VolsegError: ``fp16`` asked for on a CPU.
+    """
+    kind = device.type
+    if amp == "auto":
+        if kind != "cuda":
+            return Precision(None, kind)
+        bf16 = torch.cuda.is_bf16_supported()
+        return Precision(torch.bfloat16 if bf16 else torch.float16, kind)
+    if amp == "off":
+        return Precision(None, kind)
+    if amp == "fp16" and kind != "cuda":
+        raise VolsegError(
+            "config key 'train.amp' is 'fp16' but there is no GPU; use train.amp=bf16 or off"
+        )
+    return Precision(torch.bfloat16 if amp == "bf16" else torch.float16, kind)

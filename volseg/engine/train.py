@@ -1,0 +1,340 @@
+"""``volseg train``: a run from config to checkpoints, as a list of steps.
+
+:func:`run_training` plans the run (manifest, fold, labels), builds the model, makes the run
+folder, fills the feature cache, then alternates training epochs, validations and
+checkpoints. Everything that is not a step of that list lives in its own module:
+``plan`` (what to train on), ``sources`` (samples, cache), ``loop`` (an epoch), ``validate``,
+``records`` (files and plots), ``state`` (checkpoints and resume), ``distributed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from volseg.config import Config, save_config
+from volseg.data import save_splits
+from volseg.engine.distributed import (
+    DistContext,
+    any_rank,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+)
+from volseg.engine.loop import EpochTools, Position, StopRequest, epoch_loss, train_epoch
+from volseg.engine.plan import Plan, describe_plan, make_plan, new_run_dir
+from volseg.engine.records import RunRecords, console, epoch_progress
+from volseg.engine.sources import RunData, build_run_data
+from volseg.engine.state import (
+    Session,
+    build_session,
+    restore_session,
+    resume_config,
+    save_state,
+)
+from volseg.engine.validate import score_of, validate_grading, validate_segmentation
+from volseg.models import parameter_counts
+
+
+def run_training(
+    config: Config | None,
+    *,
+    resume: str | Path | None = None,
+    init_from: str | Path | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train a segmentation or grading model; returns the run folder.
+
+    Args:
+        config: the resolved config (ignored with ``resume``: the run's own config is used).
+        resume: a run folder to continue exactly where its ``checkpoints/last.pt`` stopped.
+        init_from: a checkpoint (or run folder) whose weights start this new run.
+        dry_run: check config, manifest and splits and print the plan; write nothing.
+        progress: show rich progress bars (rank 0).
+
+    Returns:
+        The run folder (with ``dry_run``: the folder a real run would create).
+
+    Raises:
+        VolsegError: a bad config, manifest, split, checkpoint or run folder.
+    """
+    ctx = init_distributed()
+    try:
+        run_dir = None
+        if resume is not None:
+            config, run_dir = resume_config(resume)
+        assert config is not None
+        plan = make_plan(config, world_size=ctx.world_size)
+        session = build_session(plan, ctx, init_from=init_from, load_weights=not dry_run)
+        if dry_run:
+            return _print_plan(plan, session, ctx)
+        run_dir = run_dir or _create_run_folder(plan, ctx)
+        position = restore_session(session, run_dir, ctx) if resume is not None else Position()
+        if ctx.is_main:
+            _say_start(plan, session, run_dir, position)
+        cache_dir = _cache_dir(plan, run_dir) if session.cached else None
+        data = build_run_data(
+            plan, session.model, cache_dir=cache_dir, ctx=ctx, precision=session.precision
+        )
+        if ctx.is_main and data.fill is not None:
+            fill = data.fill
+            console.print(
+                f"  feature cache: {fill.computed} volumes encoded in {fill.seconds:.1f} s, "
+                f"{fill.reused} reused ({cache_dir})"
+            )
+        _train(plan, session, data, run_dir, position, ctx, progress=progress)
+        return run_dir
+    finally:
+        cleanup_distributed(ctx)
+
+
+def _print_plan(plan: Plan, session: Session, ctx: DistContext) -> Path:
+    run_dir = new_run_dir(plan.config)
+    if ctx.is_main:
+        text = describe_plan(
+            plan,
+            run_dir=run_dir,
+            counts=parameter_counts(session.model),
+            cached=session.cached,
+            precision=session.precision.name,
+            device=str(ctx.device),
+        )
+        print(text)
+    return run_dir
+
+
+def _create_run_folder(plan: Plan, ctx: DistContext) -> Path:
+    """Rank 0 makes a fresh run folder with config.yaml and splits.json; all ranks get it."""
+    run_dir = None
+    if ctx.is_main:
+        run_dir = new_run_dir(plan.config)
+        (run_dir / "checkpoints").mkdir(parents=True)
+        save_config(plan.config, run_dir / "config.yaml")
+        save_splits(plan.splits, run_dir / "splits.json")
+    return Path(broadcast_object(str(run_dir) if run_dir else None, ctx))
+
+
+def _cache_dir(plan: Plan, run_dir: Path) -> Path:
+    return Path(plan.config.train.cache_dir) if plan.config.train.cache_dir else run_dir / "cache"
+
+
+def _train(
+    plan: Plan,
+    session: Session,
+    data: RunData,
+    run_dir: Path,
+    position: Position,
+    ctx: DistContext,
+    *,
+    progress: bool,
+) -> None:
+    """Epochs from ``position`` to the end (or to a stop request at a step boundary)."""
+    cfg, main = plan.config, ctx.is_main
+    resuming = bool(position.epoch or position.batch)
+    records = RunRecords(
+        run_dir,
+        enabled=main,
+        resume_epoch=position.epoch if resuming else None,
+        resume_step=position.step if resuming else None,
+        score_key="dice_mean" if plan.task == "segmentation" else "auc",
+    )
+    tools = EpochTools(
+        session.loss_module, session.optimizer, session.scheduler, session.scaler,
+        session.precision, cfg.train.grad_accum, cfg.train.grad_clip, ctx, cfg.train.batch_size,
+    )  # fmt: skip
+    with StopRequest() as stop, epoch_progress(progress and main) as bar:
+        while position.epoch < cfg.train.epochs:
+            whole = position.batch == 0
+            # The first epoch of a cached run recomputes features: what the cache saves.
+            recompute = session.cached and cfg.train.epochs > 1 and position.epoch == 0
+            done, seconds = _run_epoch(plan, session, data, tools, position, stop, bar, run_dir,
+                                       recompute=recompute)  # fmt: skip
+            if done:
+                _finish_epoch(plan, session, data, tools, position, records, run_dir,
+                              seconds=seconds, recompute=recompute, whole=whole)  # fmt: skip
+            more = position.epoch < cfg.train.epochs
+            if not done or (more and any_rank(stop.requested, ctx)):
+                if not done:  # stopped inside the epoch (else last.pt of the epoch is saved)
+                    save_state(session, plan, run_dir, position, ctx, name="last.pt")
+                if main:
+                    console.print(
+                        f"stopped at epoch {position.epoch + 1}, batch {position.batch}; "
+                        f"continue with: volseg train --resume {run_dir}"
+                    )
+                break
+    records.close()
+    if main and position.epoch >= cfg.train.epochs:
+        if session.timings.get("cached_epochs", 0) > 1:
+            _say_speedup(session.timings)
+        best = f"best {session.best_score:.4f} at epoch {session.best_epoch}"
+        console.print(f"done: {run_dir} ({best})")
+
+
+def _run_epoch(
+    plan: Plan,
+    session: Session,
+    data: RunData,
+    tools: EpochTools,
+    position: Position,
+    stop: StopRequest,
+    bar: Any,
+    run_dir: Path,
+    *,
+    recompute: bool,
+) -> tuple[bool, float]:
+    """Train the rest of ``position.epoch``; returns (ran to its end, seconds)."""
+    cfg, epoch = plan.config, position.epoch
+    loader = data.loader(epoch, skip_batches=position.batch, cached=not recompute)
+    task = None
+    if bar is not None:
+        task = bar.add_task(
+            f"epoch {epoch + 1}/{cfg.train.epochs}", total=plan.batches_per_epoch,
+            completed=position.batch, loss="-",
+        )  # fmt: skip
+
+    def on_batch(pos: Position, loss: float) -> None:
+        if bar is not None:
+            bar.update(task, completed=pos.batch, loss=f"{loss:.4f}")
+
+    def on_step(pos: Position) -> None:
+        every = cfg.train.save_every
+        if every and pos.step % every == 0 and pos.batch < plan.batches_per_epoch:
+            save_state(session, plan, run_dir, pos, tools.ctx, name="last.pt")
+
+    start = time.perf_counter()
+    done = train_epoch(
+        loader, plan.batches_per_epoch, tools, position,
+        stop=stop, on_step=on_step, on_batch=on_batch,
+    )  # fmt: skip
+    if bar is not None:
+        bar.remove_task(task)
+    return done, time.perf_counter() - start
+
+
+def _finish_epoch(
+    plan: Plan,
+    session: Session,
+    data: RunData,
+    tools: EpochTools,
+    position: Position,
+    records: RunRecords,
+    run_dir: Path,
+    *,
+    seconds: float,
+    recompute: bool,
+    whole: bool,
+) -> None:
+    """Timings, validation when due, best.pt, the metrics row, last.pt, the log line."""
+    cfg, ctx, epoch = plan.config, tools.ctx, position.epoch
+    row = _epoch_row(tools, position, seconds, ctx)
+    timings = session.timings
+    if recompute:
+        timings["recomputed_epoch_s"] = seconds
+    elif session.cached and whole:  # a resumed partial epoch is no measurement
+        timings["cached_epochs"] = timings.get("cached_epochs", 0) + 1
+        timings["cached_epochs_s"] = timings.get("cached_epochs_s", 0.0) + seconds
+        if ctx.is_main and timings["cached_epochs"] == 1:
+            _say_speedup(timings)
+    if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
+        row.update(_validate(plan, session, data, ctx))
+        _update_best(session, plan, run_dir, row, position, ctx)
+    position.epoch, position.batch = epoch + 1, 0
+    position.loss_sum, position.samples = 0.0, 0
+    records.log(row)
+    save_state(session, plan, run_dir, position, ctx, name="last.pt", metrics=row)
+    if ctx.is_main:
+        console.print(_epoch_line(row, cfg.train.epochs, session))
+
+
+def _epoch_row(tools: EpochTools, position: Position, seconds: float, ctx: DistContext) -> dict:
+    groups = tools.last_lrs
+    row = {
+        "epoch": position.epoch + 1,
+        "step": position.step,
+        "lr": groups.get("head", groups.get("head_no_decay", math.nan)),
+        "train_loss": epoch_loss(position, ctx),
+        "epoch_seconds": round(seconds, 3),
+    }
+    if "encoder" in groups or "encoder_no_decay" in groups:
+        row["encoder_lr"] = groups.get("encoder", groups.get("encoder_no_decay"))
+    return row
+
+
+def _validate(plan: Plan, session: Session, data: RunData, ctx: DistContext) -> dict:
+    cfg = plan.config
+    start = time.perf_counter()
+    samples = data.val_loader()
+    if plan.task == "segmentation":
+        metrics = validate_segmentation(
+            session.model, samples, class_names=plan.class_names, slab=cfg.data.slab,
+            overlap=cfg.inference.overlap, sw_batch_size=cfg.inference.sw_batch_size,
+            amp=cfg.train.amp, ctx=ctx,
+        )  # fmt: skip
+    else:
+        metrics = validate_grading(
+            session.model, samples, classes=plan.classes, modalities=plan.modalities,
+            loss_fn=session.loss_fn, amp=cfg.train.amp, ctx=ctx,
+        )  # fmt: skip
+    metrics["val_seconds"] = round(time.perf_counter() - start, 3)
+    return metrics
+
+
+def _update_best(
+    session: Session, plan: Plan, run_dir: Path, row: dict, position: Position, ctx: DistContext
+) -> None:
+    score = score_of(row, plan.task)
+    if not math.isnan(score) and (session.best_epoch == 0 or score > session.best_score):
+        session.best_score, session.best_epoch = score, int(row["epoch"])
+        done = Position(epoch=position.epoch + 1, step=position.step)
+        save_state(session, plan, run_dir, done, ctx, name="best.pt", metrics=row)
+
+
+def _say_start(plan: Plan, session: Session, run_dir: Path, position: Position) -> None:
+    cfg = plan.config
+    what = "resuming" if position.epoch or position.batch else "training"
+    console.print(
+        f"{what} {cfg.name}: {plan.task}, {len(plan.train_cases)} train / "
+        f"{len(plan.val_cases)} val cases, {cfg.model.encoder.name} ({cfg.model.encoder.mode}), "
+        f"{plan.steps_per_epoch} steps/epoch x {cfg.train.epochs} epochs, "
+        f"{session.precision.name} precision on {session.device} -> {run_dir}"
+    )
+    if position.epoch or position.batch:
+        console.print(f"  from epoch {position.epoch + 1}, batch {position.batch}")
+
+
+def _say_speedup(timings: dict) -> None:
+    """Print the measured epoch times: epoch 1 recomputed, the cached epochs so far (mean)."""
+    if "recomputed_epoch_s" not in timings or not timings.get("cached_epochs"):
+        return
+    n = timings["cached_epochs"]
+    cached, recomputed = timings["cached_epochs_s"] / n, timings["recomputed_epoch_s"]
+    which = "epoch 2" if n == 1 else f"mean of {n} cached epochs"
+    console.print(
+        f"feature cache: epoch time {cached:.1f} s cached vs {recomputed:.1f} s recomputed "
+        f"({recomputed / max(cached, 1e-9):.1f}x faster; measured: epoch 1 ran the encoder on "
+        f"every slab, {which} read the cache)"
+    )
+
+
+def _epoch_line(row: dict, epochs: int, session: Session) -> str:
+    text = (
+        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.2e}  "
+        f"{row['epoch_seconds']:.1f} s"
+    )
+    if "dice_mean" in row:
+        per_class = " ".join(
+            f"{k.split('/', 1)[1]} {v:.3f}" for k, v in row.items() if k.startswith("dice/")
+        )
+        text += f"  | val Dice {row['dice_mean']:.4f} ({per_class})"
+    elif "auc" in row:
+        text += (
+            f"  | val AUC {row['auc']:.4f} bal.acc {row['balanced_accuracy']:.4f} "
+            f"loss {row['val_loss']:.4f}"
+        )
+    if "val_seconds" in row:
+        text += f" [{row['val_seconds']:.1f} s]"
+        text += f"  best {session.best_score:.4f} @ {session.best_epoch}"
+    return text
