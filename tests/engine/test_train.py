@@ -61,6 +61,8 @@ def test_run_folder_holds_every_artefact(baseline, organs):
     for name in ("config.yaml", "splits.json", "metrics.csv", "metrics.jsonl", "progress.png"):
         assert (baseline / name).is_file(), name
     assert (baseline / "checkpoints" / "best.pt").is_file()
+    params = json.loads((baseline / "params.json").read_text())
+    assert params["encoder_trainable"] == 0 < params["head_trainable"] == params["model_trainable"]
     assert any((baseline / "tensorboard").iterdir())
     assert len(list((baseline / "cache").glob("*.pt"))) == 6  # 4 train + 2 val volumes
     history = rows(baseline)

@@ -9,6 +9,7 @@ checkpoints. Everything that is not a step of that list lives in its own module:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from volseg.engine.state import (
     save_state,
 )
 from volseg.engine.validate import score_of, validate_grading, validate_segmentation
+from volseg.io.atomic import atomic_path
 from volseg.models import parameter_counts
 
 
@@ -71,7 +73,7 @@ def run_training(
         session = build_session(plan, ctx, init_from=init_from, load_weights=not dry_run)
         if dry_run:
             return _print_plan(plan, session, ctx)
-        run_dir = run_dir or _create_run_folder(plan, ctx)
+        run_dir = run_dir or _create_run_folder(plan, ctx, parameter_counts(session.model))
         position = restore_session(session, run_dir, ctx) if resume is not None else Position()
         if ctx.is_main:
             _say_start(plan, session, run_dir, position)
@@ -106,14 +108,16 @@ def _print_plan(plan: Plan, session: Session, ctx: DistContext) -> Path:
     return run_dir
 
 
-def _create_run_folder(plan: Plan, ctx: DistContext) -> Path:
-    """Rank 0 makes a fresh run folder with config.yaml and splits.json; all ranks get it."""
+def _create_run_folder(plan: Plan, ctx: DistContext, counts: dict[str, int]) -> Path:
+    """Rank 0 makes a fresh run folder (config.yaml, splits.json, params.json); all get it."""
     run_dir = None
     if ctx.is_main:
         run_dir = new_run_dir(plan.config)
         (run_dir / "checkpoints").mkdir(parents=True)
         save_config(plan.config, run_dir / "config.yaml")
         save_splits(plan.splits, run_dir / "splits.json")
+        with atomic_path(run_dir / "params.json") as tmp:
+            tmp.write_text(json.dumps(counts, indent=2) + "\n")
     return Path(broadcast_object(str(run_dir) if run_dir else None, ctx))
 
 
