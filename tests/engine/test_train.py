@@ -11,6 +11,7 @@ import torch
 
 from tests.engine.conftest import tiny_config
 from volseg.engine import loop, run_training
+from volseg.engine import train as train_module
 from volseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from volseg.errors import VolsegError
 
@@ -169,3 +170,22 @@ def test_grading_run_reports_auc(glioma, tmp_path):
     assert 0 <= last["balanced_accuracy"] <= 1
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert checkpoint["classes"] == ["grade2", "grade3"] and checkpoint["task"] == "classification"
+
+
+def test_cache_saving_is_timed_without_changing_the_run(baseline, organs, tmp_path, capsys):
+    """The uncached-path timing before epoch 2 runs the real step but updates nothing."""
+    # baseline timed 2 batches (its whole epoch); this run times none
+    train_module.MEASURE_BATCHES, saved = 0, train_module.MEASURE_BATCHES
+    try:
+        untimed = run_training(tiny_config(organs, tmp_path, "train.epochs=3"), progress=False)
+    finally:
+        train_module.MEASURE_BATCHES = saved
+    assert rows(untimed) == rows(baseline)
+    assert_same_weights(weights(untimed), weights(baseline))
+    timings = load_checkpoint(baseline / "checkpoints" / "last.pt")["training"]["timings"]
+    assert timings["recomputed_batches"] == 2 and timings["cached_epochs"] == 2
+    assert timings["recomputed_epoch_s"] > 0 and timings["cached_epochs_s"] > 0
+    assert (
+        "recomputed_epoch_s"
+        not in load_checkpoint(untimed / "checkpoints" / "last.pt")["training"]["timings"]
+    )

@@ -13,6 +13,7 @@ resumable: the epoch, how many batches of it are done, the global step and the r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 import threading
 import time
@@ -199,6 +200,30 @@ def train_epoch(
     return True
 
 
+def time_steps(batches: Iterable[list[dict[str, Any]]], count: int, tools: EpochTools) -> float:
+    """Seconds for ``count`` batches of forward + backward, updating nothing.
+
+    Used to time the uncached path (case files, pipeline, encoder, head) in a cached run:
+    the RNG is forked so dropout draws are not consumed, gradients are not synchronised across
+    ranks and are dropped afterwards, and no optimiser step is taken, so the run continues
+    exactly as if this had not happened.
+    """
+    module, device = tools.loss_module, tools.ctx.device
+    module.train()
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for samples in itertools.islice(batches, count):
+            for group in stack_groups(samples):
+                with _maybe_no_sync(module, False), tools.precision.autocast():
+                    loss = module(to_device(group, tools.ctx.device))
+                tools.scaler.scale(loss).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    tools.optimizer.zero_grad(set_to_none=True)
+    return seconds
+
+
 def epoch_loss(position: Position, ctx: DistContext) -> float:
     """The epoch's mean training loss per sample over all ranks."""
     total, count = reduce_sums([position.loss_sum, float(position.samples)], ctx)
@@ -226,14 +251,3 @@ def _maybe_no_sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextM
     if sync or not hasattr(module, "no_sync"):
         return contextlib.nullcontext()
     return module.no_sync()
-
-
-class EpochTimer:
-    """Wall time of an epoch's training part (validation excluded)."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start

@@ -15,6 +15,7 @@ Both draw the same slabs and flips for the same ``(seed, epoch, case)``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,14 +69,15 @@ class RunData:
 
     def loader(self, epoch: int, *, skip_batches: int = 0, cached: bool = True) -> DataLoader:
         """This rank's batches of ``epoch`` from batch ``skip_batches`` on."""
-        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
+        sampler = copy.copy(self.sampler)  # loaders of one epoch may coexist (cache timing)
+        sampler.set_epoch(epoch, skip_batches * self.batch_size)
         dataset = self.cached if cached and self.cached is not None else self.files
         # A private generator: creating the iterator must not draw from the global RNG,
         # or a run resumed mid-epoch would see other dropout masks than the original.
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=self.sampler,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate_list,
             generator=self.generator,
