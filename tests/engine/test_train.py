@@ -189,3 +189,27 @@ def test_cache_saving_is_timed_without_changing_the_run(baseline, organs, tmp_pa
         "recomputed_epoch_s"
         not in load_checkpoint(untimed / "checkpoints" / "last.pt")["training"]["timings"]
     )
+
+
+def test_cache_timing_leaves_batchnorm_statistics_alone(glioma, tmp_path):
+    """The grading head's BatchNorm updates running statistics in train mode; the probe
+    must put them back, or validation after it would differ from an unprobed run."""
+    extra = ("train.epochs=3", "train.val_every=1")
+    timed = run_training(
+        tiny_config(glioma, tmp_path / "timed", *extra, task="classification"), progress=False
+    )
+    train_module.MEASURE_BATCHES, saved = 0, train_module.MEASURE_BATCHES
+    try:
+        untimed = run_training(
+            tiny_config(glioma, tmp_path / "untimed", *extra, task="classification"),
+            progress=False,
+        )
+    finally:
+        train_module.MEASURE_BATCHES = saved
+    assert any("running_mean" in key for key in weights(timed))
+    assert (
+        "recomputed_epoch_s"
+        in load_checkpoint(timed / "checkpoints" / "last.pt")["training"]["timings"]
+    )
+    assert rows(untimed) == rows(timed)
+    assert_same_weights(weights(untimed), weights(timed))

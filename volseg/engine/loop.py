@@ -204,11 +204,13 @@ def time_steps(batches: Iterable[list[dict[str, Any]]], count: int, tools: Epoch
     """Seconds for ``count`` batches of forward + backward, updating nothing.
 
     Used to time the uncached path (case files, pipeline, encoder, head) in a cached run:
-    the RNG is forked so dropout draws are not consumed, gradients are not synchronised across
-    ranks and are dropped afterwards, and no optimiser step is taken, so the run continues
-    exactly as if this had not happened.
+    the RNG is forked so dropout draws are not consumed, buffers (BatchNorm running
+    statistics) are restored, gradients are not synchronised across ranks and are dropped
+    afterwards, and no optimiser step is taken, so the run continues exactly as if this had
+    not happened.
     """
     module, device = tools.loss_module, tools.ctx.device
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
     module.train()
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -221,6 +223,9 @@ def time_steps(batches: Iterable[list[dict[str, Any]]], count: int, tools: Epoch
             torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     tools.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(buffers[name])
     return seconds
 
 
