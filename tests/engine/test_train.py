@@ -85,6 +85,18 @@ def test_run_folder_holds_every_artefact(baseline, organs):
     assert model(torch.rand(1, 1, 20, 18, 8)).shape == (1, 5, 20, 18, 8)
 
 
+@pytest.mark.parametrize("change", ["shape", "missing"])
+def test_checkpoint_of_another_model_is_a_one_line_error(baseline, change):
+    checkpoint = load_checkpoint(baseline / "checkpoints" / "last.pt")
+    key = next(k for k in checkpoint["model"] if k.startswith("head.") and k.endswith("weight"))
+    if change == "shape":
+        checkpoint["model"][key] = torch.zeros(3, 1)
+    else:
+        del checkpoint["model"][key]
+    with pytest.raises(VolsegError, match=f"does not fit its model: .*{key}.*another volseg"):
+        model_from_checkpoint(checkpoint)
+
+
 def test_same_seed_gives_the_same_losses(baseline, organs, tmp_path, capsys):
     again = run_training(tiny_config(organs, tmp_path, "train.epochs=3"), progress=False)
     assert "feature cache: epoch time" in capsys.readouterr().err  # the measured speed-up

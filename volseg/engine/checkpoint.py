@@ -150,12 +150,22 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
     num_classes = len(checkpoint["labels"]) if segmentation else len(checkpoint["classes"])
     model = build_model(config.model, num_classes=num_classes, modalities=checkpoint["modalities"])
     expected_missing = set(checkpoint["encoder_source"]["external_keys"])
-    result = model.load_state_dict(checkpoint["model"], strict=False)
+    advice = "it was written by another volseg version; retrain, or predict with that version"
+    state = checkpoint["model"]
+    shapes = model.state_dict()
+    wrong = [k for k, v in state.items() if k in shapes and shapes[k].shape != v.shape]
+    if wrong:  # load_state_dict would raise a RuntimeError listing every tensor
+        raise VolsegError(
+            f"checkpoint does not fit its model: {wrong[0]} is {tuple(state[wrong[0]].shape)}, "
+            f"the model wants {tuple(shapes[wrong[0]].shape)} ({len(wrong)} tensors differ); "
+            + advice
+        )
+    result = model.load_state_dict(state, strict=False)
     missing = sorted(set(result.missing_keys) - expected_missing)
     if missing or result.unexpected_keys:
         raise VolsegError(
             f"checkpoint does not fit its model: missing {missing[:5]}, unexpected "
-            f"{list(result.unexpected_keys)[:5]}"
+            f"{list(result.unexpected_keys)[:5]}; " + advice
         )
     return model
 
