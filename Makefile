@@ -10,7 +10,9 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 # Reinstall when the dependencies change; torch/torchvision come pinned from constraints.txt.
+# A first install needs about 8 GiB (torch's build here is a CUDA one): check before pip starts.
 $(STAMP): pyproject.toml constraints.txt
+	$(PY) -c "import torch" 2>/dev/null || $(PYTHON) tools/check_disk.py --need-gib 8 $(VENV)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt torch torchvision
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
