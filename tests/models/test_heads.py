@@ -132,6 +132,32 @@ def test_cls_head_per_sample_presence():
         head(features, present=torch.zeros(2, 4, dtype=torch.bool))
 
 
+def test_absent_modalities_stay_out_of_the_batchnorm_statistics():
+    """Zero-filled volumes of samples lacking a modality must not move the batch statistics."""
+    features = {m: features_for("axial", 3) for m in ("T1", "FLAIR")}
+    features["FLAIR"][1] = 0.0  # sample 1 has no FLAIR: the loader fills zeros
+    present = torch.tensor([[True, False, False, True], [True, False, False, False]] + [[True] * 4])
+    head = cls_head(modality_dropout=0.0).train()
+    out = head(features, present=present)
+    alone = cls_head(modality_dropout=0.0).train()
+    kept = {"T1": features["T1"], "FLAIR": features["FLAIR"][[0, 2]]}
+    # running statistics = those of T1 (3 samples) then FLAIR of samples 0 and 2 only
+    head_t1 = cls_head(modality_dropout=0.0).train()
+    head_t1({"T1": kept["T1"]})
+    alone.load_state_dict(head_t1.state_dict())
+    tokens, _ = alone.slice_tokens(kept["FLAIR"])
+    alone.embed_tokens(tokens)
+    assert torch.allclose(head.norm.running_mean, alone.norm.running_mean, atol=1e-6)
+    assert torch.allclose(head.norm.running_var, alone.norm.running_var, atol=1e-5)
+    # whatever fills the absent volume changes no sample's logits
+    garbage = {m: f.clone() for m, f in features.items()}
+    garbage["FLAIR"][1] = 50.0 * torch.randn_like(garbage["FLAIR"][1])
+    again = cls_head(modality_dropout=0.0).train()(garbage, present=present)
+    assert torch.allclose(out.logits, again.logits, atol=1e-5)
+    out.logits.sum().backward()
+    assert torch.isfinite(head.embed[0].weight.grad).all()
+
+
 def test_cls_head_rejects_unknown_modalities():
     with pytest.raises(VolsegError, match="T1c"):
         cls_head()({"T1c": features_for("axial")})

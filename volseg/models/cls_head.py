@@ -83,7 +83,8 @@ class ClsHead(nn.Module):
        sample whose mask is empty), so masked slices are preferred. The deviation carries the
        lesion's texture (heterogeneity, patchy enhancement) and the area its extent, both of
        which a mean alone averages away; BatchNorm (not LayerNorm) keeps each token's overall
-       scale, which is where that information lives.
+       scale, which is where that information lives. Its training statistics skip samples whose
+       ``present`` flag says the modality is absent (zero-filled).
     2. Gated attention over the slices of each modality (weights shared by all modalities),
        plus a learned embedding of the modality.
     3. Gated attention over the modalities present -> patient embedding -> LayerNorm + Linear.
@@ -184,17 +185,39 @@ class ClsHead(nn.Module):
         area = torch.log1p(coverage).unsqueeze(1)  # (B, 1, Z)
         return torch.cat([mean, std, area], dim=1).transpose(1, 2), coverage
 
-    def embed_tokens(self, tokens: Tensor) -> Tensor:
-        """``(B, Z, 2E + 1)`` slice tokens -> ``(B, Z, hidden)``."""
+    def embed_tokens(self, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
+        """``(B, Z, 2E + 1)`` slice tokens -> ``(B, Z, hidden)``.
+
+        Args:
+            tokens: slice tokens of one modality.
+            rows: optional ``(B,)`` bool, the samples that have this modality. In training,
+                BatchNorm's batch (and running) statistics come from these rows only, so the
+                zero-filled volumes of samples lacking the modality do not skew them; the other
+                rows are normalised with the running statistics (their bags get no attention).
+        """
         x = tokens.transpose(1, 2)  # (B, C, Z): BatchNorm over samples and slices
-        if self.training and x.shape[0] * x.shape[2] < 2:  # one value: batch statistics undefined
-            x = nn.functional.batch_norm(
-                x, self.norm.running_mean, self.norm.running_var,
-                self.norm.weight, self.norm.bias, training=False, eps=self.norm.eps,
-            )  # fmt: skip
+        if not self.training:
+            return self.embed(self.norm(x).transpose(1, 2))
+        if rows is None or bool(rows.all()):
+            out = self._batch_norm(x)
         else:
-            x = self.norm(x)
-        return self.embed(x.transpose(1, 2))
+            out = self._running_norm(x)
+            if bool(rows.any()):
+                out = out.index_put((rows,), self._batch_norm(x[rows]))
+        return self.embed(out.transpose(1, 2))
+
+    def _batch_norm(self, x: Tensor) -> Tensor:
+        """Training-mode BatchNorm of ``(N, C, Z)``; running statistics alone for one value."""
+        if x.shape[0] * x.shape[2] < 2:  # one value: batch statistics undefined
+            return self._running_norm(x)
+        return self.norm(x)
+
+    def _running_norm(self, x: Tensor) -> Tensor:
+        """BatchNorm of ``x`` with the running statistics, leaving them unchanged."""
+        return nn.functional.batch_norm(
+            x, self.norm.running_mean, self.norm.running_var,
+            self.norm.weight, self.norm.bias, training=False, eps=self.norm.eps,
+        )  # fmt: skip
 
     def forward(
         self,
@@ -232,8 +255,9 @@ class ClsHead(nn.Module):
             if name in features:
                 tokens, coverage = self.slice_tokens(features[name], mask)
                 bias = self.mask_bias * coverage / coverage.amax(1, keepdim=True).clamp_min(1e-6)
+                rows = None if present is None else present[:, i].to(tokens.device, torch.bool)
                 bag, slice_attention[name] = self.slice_attention(
-                    self.embed_tokens(tokens), bias=bias
+                    self.embed_tokens(tokens, rows), bias=bias
                 )
                 bags[name] = bag + self.modality_embedding[i]
         any_bag = next(iter(bags.values()))
