@@ -82,6 +82,31 @@ def test_cached_and_file_samples_draw_the_same_slabs(organs, tmp_path):
     assert (again.fill.computed, again.fill.reused) == (0, data.fill.computed)
 
 
+def test_grading_entries_hold_no_image_and_sample_like_files(glioma, tmp_path):
+    """The MIL head reads features, mask and presence; the 4-channel image is not stored."""
+    config = tiny_config(glioma, tmp_path, "data.mirror=true", task="classification")
+    plan = make_plan(config)
+    torch.manual_seed(0)
+    model = build_model(config.model, num_classes=2, modalities=plan.modalities)
+    data = build_run_data(
+        plan,
+        model,
+        cache_dir=tmp_path / "cache",
+        ctx=DistContext(),
+        precision=Precision(None, "cpu"),
+    )
+    entries = [torch.load(p, weights_only=True) for p in sorted((tmp_path / "cache").glob("*.pt"))]
+    assert len(entries) == len(plan.train_cases) + len(plan.val_cases)
+    assert all("image" not in e and {"features", "mask", "presence"} <= set(e) for e in entries)
+    for index in range(len(plan.train_cases)):
+        cached, files = data.cached[(2, index)], data.files[(2, index)]
+        assert "image" not in cached
+        assert torch.equal(cached["mask"], files["mask"])  # the same slab, flips and turns
+        assert torch.equal(cached["presence"], files["presence"])
+        width, *grid = model.encoder.feature_shape(files["image"].shape[1:])
+        assert cached["features"].shape == (len(plan.modalities) * width, *grid)
+
+
 def test_cache_key_follows_files_encoder_and_preprocessing(organs, tmp_path):
     config, plan, model = setup(organs, tmp_path)
     case = plan.train_cases[0]

@@ -55,23 +55,23 @@ class LossModule(nn.Module):
         self.modalities, self.feature_dtype = list(modalities), feature_dtype
 
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
-        image = batch["image"]
         features = batch.get("features")
         if self.task == "segmentation":
+            image = batch["image"]
             if features is None:
                 features = self._round(self.model.encode(image))
             logits = self.model.decode(features.to(image.dtype), image)
             target = batch["label"]
-        else:
+        else:  # cached grading entries hold no image: the MIL head reads features and mask
             if features is None:
-                encoded = self.model.encode(image)
+                encoded = self.model.encode(batch["image"])
                 features = {m: self._round(encoded[m]) for m in self.modalities}
             else:
-                features = split_features(features.to(image.dtype), self.modalities)
+                features = split_features(features.float(), self.modalities)
             present = batch["presence"] > 0.5
             logits = self.model.decode(features, mask=batch.get("mask"), present=present).logits
             target = batch["target"]
-        with torch.autocast(image.device.type, enabled=False):
+        with torch.autocast(target.device.type, enabled=False):
             return self.loss_fn(logits.float(), target)
 
     def _round(self, features: Tensor) -> Tensor:

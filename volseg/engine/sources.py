@@ -207,6 +207,7 @@ def build_run_data(
     encode = volume_encoder(model, plan, ctx.device, precision)
     train_kind = f"train:{data_cfg.slab}"
     shard = (ctx.rank, ctx.world_size)
+    drop = ("image",) if plan.task == "classification" else ()
     report = cache.fill(
         plan.train_cases,
         train_items,
@@ -215,6 +216,7 @@ def build_run_data(
         encode=encode,
         pad=pad,
         shard=shard,
+        drop=drop,
     )
     val_report = cache.fill(
         plan.val_cases,
@@ -223,6 +225,7 @@ def build_run_data(
         preprocess=preprocess,
         encode=encode,
         shard=shard,
+        drop=drop,
     )
     barrier(ctx)
     counts = reduce_sums(
