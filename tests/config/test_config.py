@@ -237,7 +237,7 @@ def test_config_keys_are_dotted_leaves() -> None:
     assert keys[:3] == ["name", "output_dir", "seed"]
     assert "model.encoder.lora.rank" in keys and "inference.tta" in keys
     assert "model.encoder" not in keys
-    assert len(keys) == len(set(keys)) == 52
+    assert len(keys) == len(set(keys)) == 53
 
 
 # ----------------------------------------------------------------------------- shipped YAMLs
@@ -295,6 +295,7 @@ def test_validate_catches_fold_out_of_range() -> None:
         ("data.spacing=[1, 0, 1]", "data.spacing"),
         ("data.ct_window=[100, -100]", "data.ct_window"),
         ("train.lr=.nan", "train.lr"),
+        ("train.cache_timing_batches=-1", "train.cache_timing_batches"),
     ],
 )
 def test_validate_catches_bad_values(override: str, key: str) -> None:

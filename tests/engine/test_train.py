@@ -11,7 +11,6 @@ import torch
 
 from tests.engine.conftest import tiny_config
 from volseg.engine import loop, run_training
-from volseg.engine import train as train_module
 from volseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from volseg.errors import VolsegError
 
@@ -187,11 +186,10 @@ def test_grading_run_reports_auc(glioma, tmp_path):
 def test_cache_saving_is_timed_without_changing_the_run(baseline, organs, tmp_path, capsys):
     """The uncached-path timing before epoch 2 runs the real step but updates nothing."""
     # baseline timed 2 batches (its whole epoch); this run times none
-    train_module.MEASURE_BATCHES, saved = 0, train_module.MEASURE_BATCHES
-    try:
-        untimed = run_training(tiny_config(organs, tmp_path, "train.epochs=3"), progress=False)
-    finally:
-        train_module.MEASURE_BATCHES = saved
+    untimed = run_training(
+        tiny_config(organs, tmp_path, "train.epochs=3", "train.cache_timing_batches=0"),
+        progress=False,
+    )
     assert rows(untimed) == rows(baseline)
     assert_same_weights(weights(untimed), weights(baseline))
     timings = load_checkpoint(baseline / "checkpoints" / "last.pt")["training"]["timings"]
@@ -210,14 +208,13 @@ def test_cache_timing_leaves_batchnorm_statistics_alone(glioma, tmp_path):
     timed = run_training(
         tiny_config(glioma, tmp_path / "timed", *extra, task="classification"), progress=False
     )
-    train_module.MEASURE_BATCHES, saved = 0, train_module.MEASURE_BATCHES
-    try:
-        untimed = run_training(
-            tiny_config(glioma, tmp_path / "untimed", *extra, task="classification"),
-            progress=False,
-        )
-    finally:
-        train_module.MEASURE_BATCHES = saved
+    untimed = run_training(
+        tiny_config(
+            glioma, tmp_path / "untimed", *extra, "train.cache_timing_batches=0",
+            task="classification",
+        ),
+        progress=False,
+    )  # fmt: skip
     assert any("running_mean" in key for key in weights(timed))
     assert (
         "recomputed_epoch_s"

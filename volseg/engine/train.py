@@ -46,9 +46,6 @@ from volseg.engine.validate import score_of, validate_grading, validate_segmenta
 from volseg.io.atomic import atomic_path
 from volseg.models import parameter_counts
 
-# Batches of epoch 2 timed on the uncached path, to measure what the feature cache saves.
-MEASURE_BATCHES = 16
-
 
 def run_training(
     config: Config | None,
@@ -228,7 +225,7 @@ def _run_epoch(
 def _time_recomputing(plan: Plan, session: Session, data: RunData, tools: EpochTools) -> None:
     """Time the uncached path on the first batches of epoch 2 (see :func:`time_steps`);
     epoch 2, not 1, so that both paths run warm (file cache, kernels chosen per shape)."""
-    count = min(MEASURE_BATCHES, plan.batches_per_epoch)
+    count = min(plan.config.train.cache_timing_batches, plan.batches_per_epoch)
     if count < 1:
         return
     seconds = time_steps(data.loader(1, cached=False), count, tools)
