@@ -9,8 +9,8 @@ intensity, foreground crop: the deterministic part of the pipeline) and encoded 
 - ``features``: ``(F, x, y, z)`` in fp16 (``F = E`` or ``M * E`` for several modalities),
 - ``image`` (float32), ``label`` (int16), ``mask``, ``presence``, ``target``: the preprocessed
   sample, so epochs skip file reading and resampling too. Grading entries leave the image out
-  (the MIL head reads only features, mask and presence): at 4 modalities in float32 it is
-  about four fifths of an entry otherwise.
+  (the MIL head reads only features, mask and presence): 4 float32 modalities were 40% of
+  an entry (synthetic glioma, 128 x 128 x 48 voxels: 30.5 MB -> 17.9 MB per case).
 
 Training then applies only the *feature-safe* random steps (slab sampling, flips, square
 quarter turns; see :mod:`volseg.data.transforms`) to the cached image, label and features
