@@ -222,3 +222,31 @@ def test_cache_timing_leaves_batchnorm_statistics_alone(glioma, tmp_path):
     )
     assert rows(untimed) == rows(timed)
     assert_same_weights(weights(untimed), weights(timed))
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_grading_trains_on_a_cohort_with_missing_modalities(glioma, tmp_path, cached):
+    """UCSF-PDGM and BraTS cohorts lack a modality here and there: such cases train and
+    validate (zero-filled, masked out of the head) with and without the feature cache."""
+    manifest = json.loads(glioma.read_text())
+    for i, case in enumerate(manifest["cases"]):
+        case["images"] = {m: str(glioma.parent / p) for m, p in case["images"].items()}
+        case["label"] = str(glioma.parent / case["label"])
+        case["mask"] = str(glioma.parent / case["mask"])
+        case["images"].pop(("FLAIR", "T1ce", "T2")[i % 3] if i % 2 == 0 else "T1", None)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    config = tiny_config(
+        path, tmp_path, f"data.cache_features={str(cached).lower()}", task="classification"
+    )
+    run_dir = run_training(config, progress=False)
+    history = rows(run_dir)
+    assert len(history) == 2
+    for row in history:
+        assert all(v == v for k, v in row.items() if k in ("train_loss", "val_loss", "accuracy"))
+    assert history[-1]["val_cases"] == 2
+    norm = {k: v for k, v in weights(run_dir).items() if k.endswith("norm.running_var")}
+    assert norm and all(torch.isfinite(v).all() for v in norm.values())
+    if cached:  # the stored presence says which modality each case lacks
+        entries = [torch.load(p, weights_only=True) for p in (run_dir / "cache").glob("*.pt")]
+        assert len(entries) == 6 and all(int(e["presence"].sum()) == 3 for e in entries)
