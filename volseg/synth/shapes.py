@@ -237,14 +237,6 @@ def partial_volume(image: np.ndarray, sigma_voxels: tuple[float, float, float]) 
     return ndimage.gaussian_filter(image, sigma_voxels, truncate=3.0, output=np.float32)
 
 
-def box_paste(target: np.ndarray, box: Box, mask: np.ndarray, value: int) -> int:
-    """Set ``target[box][mask & (target[box] == 0)] = value``; returns the voxels set."""
-    view = target[box]
-    free = mask & (view == 0)
-    view[free] = value
-    return int(free.sum())
-
-
 def check_request(
     cases: int, shape: tuple[int, int, int], minimum: int = 8
 ) -> tuple[int, int, int]:
