@@ -83,7 +83,8 @@ def test_cached_and_file_samples_draw_the_same_slabs(organs, tmp_path):
 
 
 def test_grading_entries_hold_no_image_and_sample_like_files(glioma, tmp_path):
-    """The MIL head reads features, mask and presence; the 4-channel image is not stored."""
+    """The MIL head reads features, mask and presence; the 4-channel image is not stored,
+    and the binary mask is stored as bytes."""
     config = tiny_config(glioma, tmp_path, "data.mirror=true", task="classification")
     plan = make_plan(config)
     torch.manual_seed(0)
@@ -98,9 +99,11 @@ def test_grading_entries_hold_no_image_and_sample_like_files(glioma, tmp_path):
     entries = [torch.load(p, weights_only=True) for p in sorted((tmp_path / "cache").glob("*.pt"))]
     assert len(entries) == len(plan.train_cases) + len(plan.val_cases)
     assert all("image" not in e and {"features", "mask", "presence"} <= set(e) for e in entries)
+    assert all(e["mask"].dtype == torch.uint8 for e in entries)  # binary: a byte per voxel
     for index in range(len(plan.train_cases)):
         cached, files = data.cached[(2, index)], data.files[(2, index)]
         assert "image" not in cached
+        assert cached["mask"].dtype == files["mask"].dtype == torch.float32
         assert torch.equal(cached["mask"], files["mask"])  # the same slab, flips and turns
         assert torch.equal(cached["presence"], files["presence"])
         width, *grid = model.encoder.feature_shape(files["image"].shape[1:])
