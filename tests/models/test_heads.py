@@ -139,16 +139,13 @@ def test_absent_modalities_stay_out_of_the_batchnorm_statistics():
     present = torch.tensor([[True, False, False, True], [True, False, False, False]] + [[True] * 4])
     head = cls_head(modality_dropout=0.0).train()
     out = head(features, present=present)
-    alone = cls_head(modality_dropout=0.0).train()
-    kept = {"T1": features["T1"], "FLAIR": features["FLAIR"][[0, 2]]}
-    # running statistics = those of T1 (3 samples) then FLAIR of samples 0 and 2 only
-    head_t1 = cls_head(modality_dropout=0.0).train()
-    head_t1({"T1": kept["T1"]})
-    alone.load_state_dict(head_t1.state_dict())
-    tokens, _ = alone.slice_tokens(kept["FLAIR"])
-    alone.embed_tokens(tokens)
-    assert torch.allclose(head.norm.running_mean, alone.norm.running_mean, atol=1e-6)
-    assert torch.allclose(head.norm.running_var, alone.norm.running_var, atol=1e-5)
+    # running statistics = those of T1 (all 3 samples), then of FLAIR of samples 0 and 2 only
+    reference = cls_head(modality_dropout=0.0).train()
+    reference({"T1": features["T1"]})
+    tokens, _ = reference.slice_tokens(features["FLAIR"][[0, 2]])
+    reference.embed_tokens(tokens)
+    assert torch.allclose(head.norm.running_mean, reference.norm.running_mean, atol=1e-6)
+    assert torch.allclose(head.norm.running_var, reference.norm.running_var, atol=1e-5)
     # whatever fills the absent volume changes no sample's logits
     garbage = {m: f.clone() for m, f in features.items()}
     garbage["FLAIR"][1] = 50.0 * torch.randn_like(garbage["FLAIR"][1])
@@ -234,6 +231,15 @@ def test_cls_head_trains_with_a_single_slice_token():
     out = head({"T1": torch.randn(1, E, 2, 2, 1)})
     out.logits.sum().backward()
     assert head.embed[0].weight.grad is not None
+
+
+def test_a_mask_of_another_grid_is_refused():
+    head = cls_head().eval()
+    wrong = torch.ones(1, 1, IMAGE[0], IMAGE[1], IMAGE[2] + 1)  # one slice too many
+    with pytest.raises(ValueError, match=r"does not fit the feature grid \(3, 2, 5\)"):
+        head({"T1": features_for("axial")}, mask=wrong)
+    with pytest.raises(ValueError, match="does not fit"):
+        head.slice_tokens(features_for("axial"), wrong)
 
 
 def test_empty_mask_falls_back_to_the_plain_means():

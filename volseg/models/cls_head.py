@@ -168,11 +168,7 @@ class ClsHead(nn.Module):
         mean, std = _moments(f.mean(dim=plane), squares.mean(dim=plane))  # (B, E, Z)
         coverage = mean.new_zeros(mean.shape[0], mean.shape[-1])
         if mask is not None:
-            if mask.shape[2:] != features.shape[2:]:
-                mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size)
-            if mask.shape[2:] != features.shape[2:]:
-                raise ValueError(f"mask {tuple(mask.shape)} does not fit {tuple(features.shape)}")
-            w = mask.float()
+            w = self._mask_on_grid(mask, features.shape[2:]).float()
             mass = w.sum(dim=plane)  # (B, 1, Z)
             scale = 1.0 / mass.clamp_min(1e-6)
             weighted, spread = _moments(
@@ -184,6 +180,19 @@ class ClsHead(nn.Module):
             coverage = mass[:, 0]
         area = torch.log1p(coverage).unsqueeze(1)  # (B, 1, Z)
         return torch.cat([mean, std, area], dim=1).transpose(1, 2), coverage
+
+    def _mask_on_grid(self, mask: Tensor, grid: Sequence[int]) -> Tensor:
+        """``mask`` on the feature grid ``(x, y, z)``: pooled from image resolution if needed.
+
+        Raises:
+            ValueError: a mask that does not fit the features even after pooling.
+        """
+        if mask.shape[2:] != grid:
+            mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size)
+        if mask.shape[2:] != grid:
+            shape = tuple(mask.shape)
+            raise ValueError(f"mask {shape} does not fit the feature grid {tuple(grid)}")
+        return mask
 
     def embed_tokens(self, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
         """``(B, Z, 2E + 1)`` slice tokens -> ``(B, Z, hidden)``.
@@ -246,9 +255,8 @@ class ClsHead(nn.Module):
             raise VolsegError(f"modalities {unknown} are not among the head's {self.modalities}")
         if not features:
             raise ValueError("ClsHead needs at least one modality")
-        grid = next(iter(features.values())).shape[2:]
-        if mask is not None and mask.shape[2:] != grid:  # once, not once per modality
-            mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size)
+        if mask is not None:  # pooled once here, not once per modality
+            mask = self._mask_on_grid(mask, next(iter(features.values())).shape[2:])
         bags: dict[str, Tensor] = {}
         slice_attention: dict[str, Tensor] = {}
         for i, name in enumerate(self.modalities):
