@@ -26,11 +26,12 @@ def existing_parent(path: Path) -> Path:
     return path
 
 
-def shortfalls(paths: list[Path], need_gib: float) -> list[str]:
-    """One message per filesystem among `paths` with less than `need_gib` free."""
+def shortfalls(paths: list[Path], need_gib: float, temp: Path | None = None) -> list[str]:
+    """One message per filesystem among `paths` with less than `need_gib` free; ``temp`` (pip's
+    unpacking folder) gets advice to point TMPDIR elsewhere."""
     messages = []
     seen = set()
-    for path in paths:
+    for path in [*paths, *([temp] if temp else [])]:
         where = existing_parent(path)
         device = where.stat().st_dev
         if device in seen:
@@ -38,10 +39,10 @@ def shortfalls(paths: list[Path], need_gib: float) -> list[str]:
         seen.add(device)
         usage = shutil.disk_usage(where)
         if usage.free < need_gib * GIB:
+            fix = "set TMPDIR to a roomier disk" if path == temp else "free space there"
             messages.append(
                 f"error: {usage.free / GIB:.1f} GiB free on the disk holding {path}, the install "
-                f"needs about {need_gib:g} GiB: free space there (or set TMPDIR elsewhere) "
-                "and run make again"
+                f"needs about {need_gib:g} GiB: {fix} and run make again"
             )
     return messages
 
@@ -49,10 +50,11 @@ def shortfalls(paths: list[Path], need_gib: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="where the install writes")
-    parser.add_argument("--need-gib", type=float, default=8.0)
+    parser.add_argument(
+        "--need-gib", type=float, default=8.0, help="free space needed on each disk (default 8)"
+    )
     args = parser.parse_args(argv)
-    paths = [*args.paths, Path(tempfile.gettempdir())]
-    messages = shortfalls(paths, args.need_gib)
+    messages = shortfalls(args.paths, args.need_gib, temp=Path(tempfile.gettempdir()))
     for message in messages:
         print(message, file=sys.stderr)
     return 1 if messages else 0

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "check_disk.py"
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False, env=env
     )
 
 
@@ -31,4 +34,19 @@ def test_too_little_space_is_one_line_naming_the_path(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1  # tmp_path and TMPDIR share a filesystem here: reported once
     assert str(venv) in lines[0]
-    assert "GiB free" in lines[0]
+    assert "GiB free" in lines[0] and "free space there" in lines[0]
+
+
+SHM = Path("/dev/shm")
+
+
+@pytest.mark.skipif(
+    not SHM.is_dir() or SHM.stat().st_dev == Path(__file__).stat().st_dev,
+    reason="needs a temp folder on another filesystem",
+)
+def test_a_full_temp_disk_is_named_with_tmpdir_advice(tmp_path):
+    need = (shutil.disk_usage(tmp_path).free + shutil.disk_usage(SHM).free) / 1024**3 + 1
+    result = run("--need-gib", str(need), str(tmp_path), env={**os.environ, "TMPDIR": str(SHM)})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 2
+    assert str(SHM) in lines[1] and "set TMPDIR" in lines[1]
