@@ -31,7 +31,10 @@ def register_synth(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
     p.add_argument(
-        "--dataset", choices=["organs", "glioma", "both"], default="both", help="which dataset"
+        "--dataset",
+        choices=["organs", "glioma", "abdomen", "both"],
+        default="both",
+        help="which dataset (both = organs + glioma; abdomen is the held-out CT benchmark set)",
     )
     p.add_argument("--cases", type=int, default=16, help="cases per dataset (default 16)")
     p.add_argument(
@@ -72,6 +75,12 @@ def run_synth(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 grades=args.grades,
             )
+        )
+    if args.dataset == "abdomen":
+        from volseg.synth import synthesize_abdomen
+
+        written.append(
+            synthesize_abdomen(args.out / "abdomen", cases=args.cases, shape=shape, seed=args.seed)
         )
     for manifest in written:
         print(f"wrote {manifest}")
