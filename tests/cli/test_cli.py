@@ -57,9 +57,9 @@ def test_check_reports_every_problem_and_exits_2(tmp_path, capsys):
     (out / "organs" / "imagesTr" / "organs_002.nii.gz").write_bytes(b"")
     capsys.readouterr()
     assert main(["check", str(out / "organs" / "manifest.json")]) == 2
-    printed = capsys.readouterr().out
-    assert "organs_001" in printed and "organs_002" in printed
-    assert "2 problems" in printed
+    printed = capsys.readouterr()
+    assert "organs_001" in printed.out and "organs_002" in printed.out
+    assert printed.err.startswith("error: 2 problems in ")
 
 
 def test_check_missing_manifest_is_one_line_error(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from volseg.cli.evaluate import register_evaluate
@@ -119,7 +120,9 @@ def run_check(args: argparse.Namespace) -> int:
     if problems:
         for problem in problems:
             print(f"  problem: {problem}")
-        print(f"error: {len(problems)} problems in {manifest.source}; fix them and re-run")
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        them = "them" if len(problems) > 1 else "it"
+        print(f"error: {count} in {manifest.source}; fix {them} and re-run", file=sys.stderr)
         return 2
     print("no problems found")
     if args.splits:

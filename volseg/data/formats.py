@@ -25,6 +25,7 @@ from typing import Any
 
 from volseg.data.manifest import MANIFEST_FORMAT, Case, ImageSource, Manifest
 from volseg.errors import VolsegError
+from volseg.io.paths import input_path
 from volseg.io.read import FORMATS as IMAGE_ENDINGS
 
 ACCEPTED = (
@@ -59,6 +60,7 @@ def load_manifest(path: str | Path, *, classes: list[str] | None = None) -> Mani
     path = Path(path).expanduser()
     if not path.exists():
         raise VolsegError(f"{path}: no such file or folder; pass {ACCEPTED}")
+    input_path(path, "manifest")  # a FIFO would block the read below forever
     if path.is_dir():
         for name in ("dataset.json", "manifest.json"):
             if (path / name).is_file():

@@ -16,6 +16,7 @@ import numpy as np
 
 from volseg.data.manifest import Case, Manifest
 from volseg.errors import VolsegError
+from volseg.io.paths import case_file_name
 from volseg.io.read import ImageInfo, read_image, read_info
 
 SHOWN_PROBLEMS = 3
@@ -39,7 +40,8 @@ def validate_manifest(
 ) -> list[str]:
     """Find every problem of a manifest and its files.
 
-    Checked: no cases; duplicate case ids; missing image, label and mask files; unreadable
+    Checked: no cases; duplicate case ids; case ids that cannot name an output file (empty,
+    absolute, ``..``, a path separator); missing image, label and mask files; unreadable
     files; a case lacking a modality; a training case without its label (segmentation) or
     class (classification), or with a class not in ``manifest.classes``; and, reading headers,
     4D files whose channel count does not match the modalities that use them, and label, mask
@@ -64,6 +66,7 @@ def validate_manifest(
         problems.append(f"manifest {manifest.source or manifest.name} has no cases")
     counts = Counter(case.id for case in all_cases)
     problems += [f"case id {i!r} appears {n} times" for i, n in counts.items() if n > 1]
+    problems += [p for case in all_cases if (p := _id_problem(case.id))]
     checker = _CaseChecker(
         manifest,
         check_labels=check_labels,
@@ -233,6 +236,15 @@ class _CaseChecker:
     @property
     def labels(self) -> dict[int, str]:
         return self.manifest.labels
+
+
+def _id_problem(case_id: str) -> str:
+    """Why ``case_id`` cannot name an output file (``../x``, ``/abs``, ``""``), or ``""``."""
+    try:
+        case_file_name(case_id)
+    except VolsegError as e:
+        return str(e)
+    return ""
 
 
 def _list(values: np.ndarray, limit: int = 10) -> str:

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from volseg.errors import VolsegError
 from volseg.io.image import Geometry, Image
+from volseg.io.paths import input_path
 
 FORMATS = {
     ".nii.gz": "nifti",
@@ -70,7 +71,7 @@ def read_info(path: str | Path) -> ImageInfo:
     """Read the geometry, channel count and dtype of an image file or DICOM folder.
 
     Raises:
-        VolsegError: missing, empty, unreadable or 2D file.
+        VolsegError: missing, empty, unreadable or 2D file, or not a regular file (a FIFO).
     """
     path = _existing(path)
     fmt = image_format(path)
@@ -110,8 +111,8 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> Image:
         voxels keep their type; float64 becomes float32.
 
     Raises:
-        VolsegError: missing, empty, truncated or non-image file, a 2D image, a folder with
-            zero or several DICOM series, or NaN/Inf voxels.
+        VolsegError: missing, empty, truncated or non-image file, a FIFO or device, a 2D
+            image, a folder with zero or several DICOM series, or NaN/Inf voxels.
     """
     path = _existing(path)
     fmt = image_format(path)
@@ -145,9 +146,7 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> Image:
 
 
 def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise VolsegError(f"{path}: no such file or folder")
+    path = input_path(path, "image")
     if path.is_file() and path.stat().st_size == 0:
         raise VolsegError(f"{path}: file is empty (0 bytes); re-export or re-download it")
     return path

@@ -24,7 +24,7 @@ import numpy as np
 
 from volseg.data import load_manifest
 from volseg.errors import VolsegError
-from volseg.io import atomic_path, read_image
+from volseg.io import atomic_path, input_path, read_image
 from volseg.io.read import FORMATS
 from volseg.metrics.bootstrap import METHOD, bootstrap_mean_ci
 from volseg.metrics.classification import classification_metrics
@@ -163,7 +163,7 @@ def evaluate_classification(
     """
     predictions_csv, ref, out_dir = Path(predictions_csv), Path(ref), Path(out_dir)
     targets, ref_classes = _reference_classes(ref)
-    header, rows = _read_csv(predictions_csv, ["case_id"])
+    header, rows = _read_csv(predictions_csv, ["case_id"], "predictions table")
     names = list(classes or ref_classes or [h[5:] for h in header if h.startswith("prob_")])
     _check_prob_columns(header, names, predictions_csv)
     probs = _probabilities(rows, names, predictions_csv)
@@ -352,7 +352,7 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 def _reference_classes(ref: Path) -> tuple[dict[str, str], list[str]]:
     """case id -> true class name, and the class order if the reference defines one."""
     if ref.suffix.lower() == ".csv":
-        _, rows = _read_csv(ref, ["case_id", "label"])
+        _, rows = _read_csv(ref, ["case_id", "label"], "reference table")
         return {r["case_id"]: r["label"] for r in rows if r["label"]}, []
     manifest = load_manifest(ref)
     if manifest.task != "classification":
@@ -360,7 +360,8 @@ def _reference_classes(ref: Path) -> tuple[dict[str, str], list[str]]:
     return {c.id: c.target for c in manifest.cases if c.target is not None}, manifest.classes
 
 
-def _read_csv(path: Path, required: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+def _read_csv(path: Path, required: list[str], what: str) -> tuple[list[str], list[dict[str, str]]]:
+    input_path(path, what)  # a FIFO would block the read forever
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)

@@ -1,0 +1,266 @@
+"""The cases of a cohort: what ``--input`` names, and the output files each case will write.
+
+Inputs (:func:`discover_cases`):
+
+- a **file** (NIfTI, NRRD, MetaImage) or a **DICOM series folder**: one case;
+- a **folder**: every image file in it and every sub-folder (a DICOM series) is a case. Files
+  named the nnU-Net way, ``{case}_{XXXX}.nii.gz``, are grouped into one case with modality
+  ``XXXX`` (for a one-modality model ``_0000`` is simply dropped from the id). Hidden files,
+  other files, and the output folder are skipped;
+- a **manifest** (volseg JSON, MSD/nnU-Net ``dataset.json`` or its folder, classification
+  CSV): all its cases, labelled and test, with their modalities and masks by name.
+
+Case ids are file names without extension (DICOM: the folder name), or the manifest's ids.
+They become output file names only through :func:`volseg.io.case_file_name`
+(:func:`output_paths`), and :func:`check_outputs` refuses a cohort whose outputs would land
+on a file it reads, before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from volseg.data.manifest import Case
+from volseg.errors import VolsegError
+from volseg.inference.predict import Source
+from volseg.io import case_file_name, input_path, refuse_overwrite
+from volseg.io.read import FORMATS
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha", "same")
+MANIFEST_NAMES = ("dataset.json", "manifest.json")
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_SUFFIXES = sorted(FORMATS, key=len, reverse=True)  # .nii.gz before .nii
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case to predict.
+
+    Attributes:
+        id: case id; names the outputs.
+        sources: one source per model modality (None: missing), or a single volume.
+        input: the file or folder named in messages (the first present source).
+        suffix: the input's extension (``""`` for DICOM), for ``output_format="same"``.
+        mask: optional region mask (grading).
+        files: every file the case reads or its manifest references (images, label, mask,
+            the manifest itself), each with what it is: no output may replace one of them.
+        origin: the manifest, folder or file that named the case (for messages).
+    """
+
+    id: str
+    sources: Source | tuple[Source | None, ...]
+    input: Path
+    suffix: str = ""
+    mask: Path | None = None
+    files: tuple[tuple[Path, str], ...] = ()
+    origin: Path | None = None
+
+
+def discover_cases(
+    path: str | Path, modalities: Sequence[str], *, exclude: Sequence[Path] = ()
+) -> list[CaseSpec]:
+    """The cases of a file, DICOM folder, folder of cases, or manifest (module docstring).
+
+    Args:
+        path: what ``--input`` names.
+        modalities: the model's modality names (manifest cases are matched by name).
+        exclude: folders never taken for cases (the output folder).
+
+    Raises:
+        VolsegError: missing input, a FIFO or device, an empty folder, a manifest without the
+            model's modalities, or two cases with one id.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise VolsegError(
+            f"{path}: no such file or folder; pass an image file, a DICOM folder, a folder of "
+            "images or a manifest"
+        )
+    input_path(path, "input")
+    if path.is_file():
+        if path.suffix.lower() in (".json", ".csv"):
+            cases = _manifest_cases(path, modalities)
+        elif path.name.lower().endswith(".dcm"):
+            cases = [_dicom_case(path.parent)]
+        else:
+            cases = [_file_case(path)]
+    elif any((path / name).is_file() for name in MANIFEST_NAMES):
+        cases = _manifest_cases(path, modalities)
+    else:
+        cases = _folder_cases(path, modalities, {p.resolve() for p in exclude})
+    ids = [c.id for c in cases]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise VolsegError(
+            f"{path}: several inputs give the case ids {repeated[:5]}; outputs are named by "
+            "case id, so rename the files"
+        )
+    return cases
+
+
+def output_suffix(spec: CaseSpec, output_format: str) -> str:
+    """Extension of a case's outputs: ``.<format>``, or the input's for ``same``."""
+    if output_format == "same":
+        return spec.suffix or ".nii.gz"
+    return f".{output_format}"
+
+
+def output_paths(spec: CaseSpec, output: Path, output_format: str) -> tuple[Path, Path]:
+    """The label map and probabilities files of a case in ``output``.
+
+    Raises:
+        VolsegError: a case id that would name a file outside ``output``.
+    """
+    suffix = output_suffix(spec, output_format)
+    name = case_file_name(spec.id, suffix, source=spec.origin)
+    probs = case_file_name(spec.id, f"_probs{suffix}", source=spec.origin)
+    return output / name, output / probs
+
+
+def check_outputs(
+    cases: Sequence[CaseSpec],
+    output: Path,
+    output_format: str,
+    *,
+    label_maps: bool,
+    probabilities: bool,
+    tables: Iterable[str],
+) -> None:
+    """Refuse, before anything is written, a cohort whose outputs could harm a file.
+
+    Every case id must make a plain file name (:func:`volseg.io.case_file_name`), no two
+    outputs may share a name, and no output may replace a file the cohort reads or its
+    manifest references (images, labels, masks, the manifest itself).
+
+    Args:
+        cases: the cohort.
+        output: the output folder.
+        output_format: as for :func:`output_paths`.
+        label_maps: the cohort writes a label map per case (segmentation).
+        probabilities: ... and a probabilities file per case.
+        tables: names of the tables written into ``output``.
+
+    Raises:
+        VolsegError: naming the case id or the file.
+    """
+    planned: dict[Path, str] = {}
+    for spec in cases:
+        labels, probs = output_paths(spec, output, output_format)
+        for path in [labels] * label_maps + [probs] * probabilities:
+            if path in planned:
+                raise VolsegError(
+                    f"{path}: cases {planned[path]!r} and {spec.id!r} would both write this "
+                    "file; rename one of them"
+                )
+            planned[path] = spec.id
+    outputs = [*planned, *(output / name for name in tables)]
+    protected = {path: what for spec in cases for path, what in spec.files}
+    refuse_overwrite(outputs, protected, "choose another --output folder")
+
+
+# --- finding cases ----------------------------------------------------------------------------
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for suffix in _SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return name, ""
+
+
+def _file_case(path: Path) -> CaseSpec:
+    stem, suffix = _split_suffix(path.name)
+    if not suffix:
+        raise VolsegError(
+            f"{path}: not an image volseg reads (NIfTI, NRRD, MetaImage, a DICOM folder) nor "
+            "a manifest (.json, .csv)"
+        )
+    return CaseSpec(stem, path, path, suffix, files=((path, "the input image"),), origin=path)
+
+
+def _dicom_case(folder: Path) -> CaseSpec:
+    name = Path(os.path.normpath(folder.absolute())).name  # "." and ".." named as the folder
+    files = tuple((p, f"a slice of DICOM series {name}") for p in folder.iterdir() if p.is_file())
+    return CaseSpec(name, folder, folder, "", files=files, origin=folder)
+
+
+def _folder_cases(folder: Path, modalities: Sequence[str], exclude: set[Path]) -> list[CaseSpec]:
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    images = [p for p in entries if p.is_file() and _split_suffix(p.name)[1]]
+    folders = [p for p in entries if p.is_dir() and p.resolve() not in exclude]
+    if not images and not folders:
+        if any(p.is_file() for p in entries):
+            return [_dicom_case(folder)]  # slices of one DICOM series
+        raise VolsegError(f"{folder}: folder holds no images; pass files, a folder or a manifest")
+    skipped = [p.name for p in entries if p not in images and p not in folders]
+    if skipped:
+        log.info("%s: skipping %d non-image entries (%s...)", folder, len(skipped), skipped[0])
+    stems = [_split_suffix(p.name)[0] for p in images]
+    matches = [_CHANNEL.match(s) for s in stems]
+    grouped = images and all(matches) and (len(modalities) > 1 or _all_zero(matches))
+    if grouped:
+        cases = _grouped_cases(images, matches, folder)
+    else:
+        cases = [_file_case(p) for p in images]
+    return cases + [_dicom_case(p) for p in folders]
+
+
+def _all_zero(matches: list[re.Match[str] | None]) -> bool:
+    return all(m is not None and m["channel"] == "0000" for m in matches)
+
+
+def _grouped_cases(
+    images: list[Path], matches: list[re.Match[str] | None], folder: Path
+) -> list[CaseSpec]:
+    """nnU-Net naming: ``{case}_{XXXX}{ext}`` files are the modalities ``XXXX`` of ``case``."""
+    by_case: dict[str, dict[int, Path]] = {}
+    for path, match in zip(images, matches, strict=True):
+        assert match is not None
+        by_case.setdefault(match["case"], {})[int(match["channel"])] = path
+    cases = []
+    for case_id, channels in by_case.items():
+        sources = tuple(channels.get(c) for c in range(max(channels) + 1))
+        first = channels[min(channels)]
+        files = tuple((p, f"an image of case {case_id}") for p in channels.values())
+        suffix = _split_suffix(first.name)[1]
+        cases.append(CaseSpec(case_id, sources, first, suffix, files=files, origin=folder))
+    return cases
+
+
+def _manifest_cases(path: Path, modalities: Sequence[str]) -> list[CaseSpec]:
+    from volseg.data import load_manifest
+
+    manifest = load_manifest(path)
+    if not set(modalities) & set(manifest.modalities):
+        raise VolsegError(
+            f"{manifest.source}: modalities {manifest.modalities} include none of the model's "
+            f"{list(modalities)}; name them as the model was trained"
+        )
+    source = manifest.source or path
+    cases = []
+    for case in manifest.cases + manifest.test_cases:
+        sources = tuple(case.images.get(m) for m in modalities)
+        first = next((s.path for s in sources if s is not None), None)
+        if first is None:  # none of the model's modalities: let the case fail with a message
+            first = next(iter(case.images.values())).path
+        suffix = _split_suffix(first.name)[1] if first.is_file() else ""
+        files = (
+            (source, "the manifest"),
+            *((s.path, f"the {m} image of case {case.id}") for m, s in case.images.items()),
+            *((p, f"the {what} of case {case.id}") for p, what in _labels_and_masks(case)),
+        )
+        cases.append(CaseSpec(case.id, sources, first, suffix, case.mask, files, source))
+    return cases
+
+
+def _labels_and_masks(case: Case) -> list[tuple[Path, str]]:
+    found = [(case.label, "label"), (case.mask, "mask")]
+    return [(path, what) for path, what in found if path is not None]
