@@ -2,16 +2,21 @@
 
 - :func:`synthesize_organs`: CT-like abdominal phantoms, segmentation of liver, spleen and
   both kidneys (:data:`ORGAN_LABELS`).
+- :func:`synthesize_abdomen`: a second, independent CT abdomen generator (other anatomy, shape
+  model, distractors and scanner settings) kept as a held-out benchmark that recipes are not
+  tuned on; spleen, liver and kidneys (:data:`ABDOMEN_LABELS`, both kidneys one label).
 - :func:`synthesize_glioma`: four-modality brain MRI (T1, T1ce, T2, FLAIR) with a glioma,
   classification of its grade (:func:`grade_classes`), tumour map (:data:`TUMOUR_LABELS`).
 
-Both write ``imagesTr/``, ``labelsTr/``, a volseg ``manifest.json`` and ``synth.json`` (the
+All write ``imagesTr/``, ``labelsTr/``, a volseg ``manifest.json`` and ``synth.json`` (the
 request and every case's drawn parameters). Case ``k`` depends only on ``seed`` and ``k``;
-:func:`make_organ_case` / :func:`make_glioma_case` with :func:`case_rng` build it in memory.
+:func:`make_organ_case` / :func:`make_abdomen_case` / :func:`make_glioma_case` with
+:func:`case_rng` build it in memory.
 """
 
 from __future__ import annotations
 
+from volseg.synth.abdomen import ABDOMEN_LABELS, make_abdomen_case, synthesize_abdomen
 from volseg.synth.glioma import (
     MODALITIES,
     TUMOUR_LABELS,
@@ -33,6 +38,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 __all__ = [
+    "ABDOMEN_LABELS",
     "MODALITIES",
     "ORGAN_LABELS",
     "SIZES",
@@ -41,8 +47,10 @@ __all__ = [
     "case_grade",
     "case_rng",
     "grade_classes",
+    "make_abdomen_case",
     "make_glioma_case",
     "make_organ_case",
+    "synthesize_abdomen",
     "synthesize_glioma",
     "synthesize_organs",
 ]
