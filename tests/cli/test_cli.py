@@ -21,6 +21,40 @@ def test_help_works_for_every_command(command, capsys):
     assert f"volseg {command}" in capsys.readouterr().out
 
 
+def run_volseg(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "volseg", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_top_level_help_runs_as_a_user_types_it(flag):
+    """A bare '%' in a summary ('95% bootstrap') once crashed argparse's help formatting."""
+    result = run_volseg(flag)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: volseg") and "95% bootstrap CIs" in result.stdout
+    listed = [c for c in COMMANDS if f"\n    {c} " in result.stdout]
+    assert listed == COMMANDS
+
+
+def test_every_subcommand_help_runs_as_a_user_types_it():
+    from volseg.cli.main import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert sorted(commands) == sorted(COMMANDS)
+    for command in commands:
+        result = run_volseg(command, "--help")
+        assert result.returncode == 0 and result.stderr == "", command
+        assert result.stdout.startswith(f"usage: volseg {command}"), command
+
+
+def test_an_unknown_flag_shows_the_subcommand_usage():
+    result = run_volseg("check", "manifest.json", "--bogus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: volseg check")
+    assert result.stderr.strip().endswith("volseg check: error: unrecognized arguments: --bogus")
+
+
 def test_synth_help_documents_sizes_and_seed(capsys):
     with pytest.raises(SystemExit):
         main(["synth", "--help"])
@@ -83,6 +117,27 @@ def test_train_override_typo_and_unfilled_training(tmp_path, capsys):
     assert "epochs: 3" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--print-config", "train.epochs=3"],
+        ["train.epochs=3", "--print-config"],
+        ["--print-config", "train.lr=0.5", "--no-progress", "train.epochs=3"],
+    ],
+)
+def test_overrides_are_accepted_before_and_after_flags(argv, capsys):
+    assert main(["train", ORGANS_CONFIG, *argv]) == 0
+    assert "epochs: 3" in capsys.readouterr().out
+
+
+def test_a_word_after_the_flags_that_is_no_override_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", ORGANS_CONFIG, "--print-config", "stray"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: volseg train") and "unrecognized arguments: stray" in err
+
+
 def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     """The demo at toy size: synth, check, train, predict, evaluate, report."""
     from volseg.demo import run_demo
@@ -108,3 +163,5 @@ def test_models_prints_encoder_and_head_parameter_counts(capsys):
     assert main(["models", ORGANS_CONFIG, "model.head.channels=16"]) == 0
     out = capsys.readouterr().out
     assert "vit_small_patch14_reg4_dinov2" in out and "channels=16" in out
+    assert main(["models", "model.head.channels=24"]) == 0  # an override, not a config path
+    assert "channels=24" in capsys.readouterr().out

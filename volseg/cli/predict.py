@@ -182,15 +182,11 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``volseg predict`` from parsed arguments; returns the exit status."""
-    from volseg.errors import VolsegError
     from volseg.inference import InferenceOptions, predict_cohort
 
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    if args.top_slices < 1:
-        raise VolsegError("--top-slices must be >= 1")
-    if args.roi_slices is not None and args.roi_slices < 0:
-        raise VolsegError("--roi-slices must be >= 0 (0 = whole volume)")
+    # checked here, before the model loads: a bad device or window fails once, not per case
     options = InferenceOptions(
         roi_slices=args.roi_slices,
         overlap=args.overlap,

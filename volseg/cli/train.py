@@ -17,8 +17,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         "OUTPUT_DIR/NAME (NAME-1, NAME-2, ... if taken) with config.yaml, splits.json,\n"
         "checkpoints/{best,last}.pt, metrics.csv/.jsonl, TensorBoard events, progress.png and,\n"
         "with a frozen encoder, cache/ (slice features computed once, reused every epoch).\n"
-        "Ctrl-C stops at the next optimiser step and saves last.pt; --resume continues it\n"
-        "exactly. Several GPUs (or CPU processes): the same command under torchrun.\n\n"
+        "Ctrl-C stops at the next optimiser step, saves last.pt and exits with status 130;\n"
+        "--resume continues it exactly. Several GPUs (or CPU processes): the same command\n"
+        "under torchrun. Overrides may also follow the flags.\n\n"
         "examples:\n"
         "  volseg train configs/synthetic_organs.yaml\n"
         "  volseg train configs/synthetic_organs.yaml --dry-run\n"
@@ -75,5 +76,6 @@ def run_train(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         dry_run=args.dry_run,
         progress=not args.no_progress,
+        stop_raises=True,  # Ctrl-C: last.pt saved, then exit status 130, not 0
     )
     return 0

@@ -54,6 +54,7 @@ def run_training(
     init_from: str | Path | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    stop_raises: bool = False,
 ) -> Path:
     """Train a segmentation or grading model; returns the run folder.
 
@@ -63,12 +64,16 @@ def run_training(
         init_from: a checkpoint (or run folder) whose weights start this new run.
         dry_run: check config, manifest and splits and print the plan; write nothing.
         progress: show rich progress bars (rank 0).
+        stop_raises: when Ctrl-C or SIGTERM stops the run early, raise KeyboardInterrupt after
+            ``last.pt`` is saved and the resume command printed (the CLI then exits with 130,
+            so ``volseg train ... && volseg predict ...`` stops); False returns the run folder.
 
     Returns:
         The run folder (with ``dry_run``: the folder a real run would create).
 
     Raises:
         VolsegError: a bad config, manifest, split, checkpoint or run folder.
+        KeyboardInterrupt: a stopped run with ``stop_raises``, or a second Ctrl-C.
     """
     ctx = init_distributed()
     try:
@@ -94,7 +99,9 @@ def run_training(
                 f"  feature cache: {fill.computed} volumes encoded in {fill.seconds:.1f} s, "
                 f"{fill.reused} reused ({cache_dir})"
             )
-        _train(plan, session, data, run_dir, position, ctx, progress=progress)
+        stopped = _train(plan, session, data, run_dir, position, ctx, progress=progress)
+        if stopped and stop_raises:
+            raise KeyboardInterrupt
         return run_dir
     finally:
         cleanup_distributed(ctx)
@@ -141,8 +148,12 @@ def _train(
     ctx: DistContext,
     *,
     progress: bool,
-) -> None:
-    """Epochs from ``position`` to the end (or to a stop request at a step boundary)."""
+) -> bool:
+    """Epochs from ``position`` to the end (or to a stop request at a step boundary).
+
+    Returns:
+        Whether a stop request ended the run before its last epoch.
+    """
     cfg, main = plan.config, ctx.is_main
     resuming = bool(position.epoch or position.batch)
     records = RunRecords(
@@ -156,6 +167,7 @@ def _train(
         session.loss_module, session.optimizer, session.scheduler, session.scaler,
         session.precision, cfg.train.grad_accum, cfg.train.grad_clip, ctx, cfg.train.batch_size,
     )  # fmt: skip
+    stopped = False
     with StopRequest() as stop, epoch_progress(progress and main) as bar:
         while position.epoch < cfg.train.epochs:
             whole = position.batch == 0
@@ -174,6 +186,7 @@ def _train(
                         f"stopped at epoch {position.epoch + 1}, batch {position.batch}; "
                         f"continue with: volseg train --resume {run_dir}"
                     )
+                stopped = True
                 break
     records.close()
     if main and position.epoch >= cfg.train.epochs:
@@ -181,6 +194,7 @@ def _train(
             _say_speedup(session.timings)
         best = f"best {session.best_score:.4f} at epoch {session.best_epoch}"
         console.print(f"done: {run_dir} ({best})")
+    return stopped
 
 
 def _run_epoch(

@@ -4,6 +4,9 @@
 label values or classes); ``volseg predict``, :func:`volseg.predict_volume` and training
 validation all go through it or through :func:`segment_probabilities`.
 
+Options live in :mod:`volseg.inference.options`, reading a case's files in
+:mod:`volseg.inference.case_input`; both are re-exported here.
+
 - **Preprocessing** is the validation pipeline of :func:`volseg.data.transforms.build_transforms`
   (``train=False``) built from the checkpoint's ``data`` section: RAS, spacing, intensity,
   foreground crop. Users never re-type it.
@@ -23,7 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,189 +37,33 @@ from torch import nn
 
 from volseg.config import Config
 from volseg.data.loading import LoadVolumed
-from volseg.data.manifest import ImageSource
 from volseg.data.transforms import build_transforms, invert_prediction
 from volseg.errors import VolsegError
+from volseg.inference.case_input import CaseInput, Source, read_case, to_data
+from volseg.inference.options import InferenceOptions
 from volseg.inference.postprocess import (
     class_labels,
     keep_largest_component,
     original_slice_indices,
 )
 from volseg.inference.window import autocast, segment_probabilities
-from volseg.io import Image, read_image
+from volseg.io import Image
 from volseg.models.slicing import slice_dim
 
-
-@dataclass
-class InferenceOptions:
-    """How to predict; ``None`` fields take the checkpoint config's value.
-
-    Attributes:
-        roi_slices: slices per window along the slice axis; None: ``data.slab`` of the config;
-            0: the whole volume in one window.
-        overlap: window overlap in [0, 1); None: ``inference.overlap``.
-        sw_batch_size: windows per head call; None: ``inference.sw_batch_size``.
-        tta: mirror test-time augmentation (8 flips); None: ``inference.tta``.
-        mode: window blending, ``gaussian`` or ``constant``.
-        naive: run the whole model per window (comparison only, slower).
-        keep_largest: keep each label's largest 26-connected component.
-        stitch_device: device of the stitched output, e.g. ``cpu``; None: the model's device.
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (CUDA only).
-        device: model device; None: ``cuda`` when available, else ``cpu``.
-        chunk: slices per encoder call (memory only); None: the config's ``encoder.chunk``.
-        top_slices: most-attended slices reported per modality (grading).
-    """
-
-    roi_slices: int | None = None
-    overlap: float | None = None
-    sw_batch_size: int | None = None
-    tta: bool | None = None
-    mode: str = "gaussian"
-    naive: bool = False
-    keep_largest: bool = False
-    stitch_device: str | None = None
-    amp: str = "auto"
-    device: str | None = None
-    chunk: int | None = None
-    top_slices: int = 3
-
-    def resolved(self, config: Config) -> InferenceOptions:
-        """A copy with every None filled from ``config``."""
-        roi = config.data.slab if self.roi_slices is None else self.roi_slices
-        return replace(
-            self,
-            roi_slices=roi,
-            overlap=config.inference.overlap if self.overlap is None else self.overlap,
-            sw_batch_size=(
-                config.inference.sw_batch_size if self.sw_batch_size is None else self.sw_batch_size
-            ),
-            tta=config.inference.tta if self.tta is None else self.tta,
-            device=self.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        )
-
-
-# One volume source: a file or DICOM folder, one channel of a 4D file, or an image in memory.
-Source = str | Path | ImageSource | Image
-
-
-@dataclass
-class CaseInput:
-    """The volumes of one case as read from disk, before any preprocessing.
-
-    Attributes:
-        images: one scalar image per model modality (None where missing), all on one grid.
-        reference: the first present image: outputs are written on its grid, with its header.
-        mask: optional region mask on the same grid.
-    """
-
-    images: list[Image | None]
-    reference: Image
-    mask: Image | None = None
-
-
-def read_case(
-    sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
-    modalities: Sequence[str],
-    *,
-    mask: Source | None = None,
-) -> CaseInput:
-    """Read the volumes of one case, one scalar image per modality, and check their grids.
-
-    Args:
-        sources: one source (for several modalities: a 4D file with one channel each), or one
-            source per modality, in ``modalities`` order or as a mapping by name (None: missing).
-        modalities: the model's modality names.
-        mask: optional region mask source.
-
-    Raises:
-        VolsegError: unreadable file, a channel count that does not match the modalities,
-            no modality present, or images on different grids.
-    """
-    names = list(modalities)
-    if isinstance(sources, Mapping):
-        unknown = sorted(set(sources) - set(names))
-        if unknown:
-            raise VolsegError(f"modalities {unknown} are unknown; the model expects {names}")
-        entries: list[Source | None] = [sources.get(m) for m in names]
-    elif isinstance(sources, Sequence) and not isinstance(sources, str):
-        entries = list(sources)
-    else:
-        entries = [sources]
-    images: list[Image | None] = [_read_source(e) if e is not None else None for e in entries]
-    if len(images) == 1 and images[0] is not None and images[0].num_channels > 1:
-        whole = images[0]
-        images = [whole.channel(c) for c in range(whole.num_channels)]
-    present = [i for i in images if i is not None]
-    if not present:
-        raise VolsegError(f"no image given; the model expects {names}")
-    reference = present[0]
-    where = reference.path or "input"
-    if len(images) != len(names) or any(i.num_channels != 1 for i in present):
-        counts = [i.num_channels if i is not None else 0 for i in images]
-        raise VolsegError(
-            f"{where}: gives {sum(counts)} channel(s) in {len(images)} volume(s), the model "
-            f"expects one per modality {names}; pass one scalar volume per modality or a 4D "
-            "file with exactly that many channels"
-        )
-    loaded_mask = _read_source(mask) if mask is not None else None
-    for other in [*present[1:], loaded_mask]:
-        if other is not None and (problems := other.geometry.differences(reference.geometry)):
-            raise VolsegError(
-                f"{other.path}: grid differs from {where} ({'; '.join(problems)}); the volumes "
-                "of a case must be co-registered on one grid"
-            )
-    return CaseInput(images, reference, loaded_mask)
-
-
-def to_data(case: CaseInput, modalities: Sequence[str]) -> dict[str, Any]:
-    """The data dict the validation pipeline takes after its loaders (as ``LoadVolumed`` makes).
-
-    Returns:
-        ``image``: float32 MetaTensor ``(M, X, Y, Z)`` (zeros for a missing modality) with the
-        RAS affine and the meta :mod:`volseg.data.loading` documents; ``presence`` float32
-        ``(M,)``; ``mask`` ``(1, X, Y, Z)`` when the case has one.
-    """
-    reference = case.reference
-    zeros = np.zeros(reference.shape, dtype=np.float32)
-    array = np.stack([zeros if i is None else i.array.astype(np.float32) for i in case.images])
-    data: dict[str, Any] = {
-        "image": _meta_volume(array, reference),
-        "presence": np.array([i is not None for i in case.images], dtype=np.float32),
-    }
-    if case.mask is not None:
-        data["mask"] = _meta_volume(case.mask.array[None].astype(np.float32), reference)
-    return data
-
-
-def _meta_volume(array: np.ndarray, reference: Image) -> Any:
-    from monai.data import MetaTensor
-    from monai.utils import MetaKeys, SpaceKeys
-
-    meta = {
-        MetaKeys.ORIGINAL_AFFINE: reference.affine.copy(),
-        MetaKeys.SPATIAL_SHAPE: np.asarray(reference.shape, dtype=np.int64),
-        MetaKeys.SPACE: SpaceKeys.RAS,
-        MetaKeys.ORIGINAL_CHANNEL_DIM: 0,
-        "filename_or_obj": str(reference.path),
-    }
-    affine = torch.as_tensor(reference.affine, dtype=torch.float64)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine, meta=meta)
-
-
-def _read_source(source: Source) -> Image:
-    if isinstance(source, Image):
-        return source
-    if isinstance(source, ImageSource):
-        image = read_image(source.path)
-        if source.channel is None:
-            return image
-        if not 0 <= source.channel < image.num_channels:
-            raise VolsegError(
-                f"{source.path}: has {image.num_channels} channel(s), no channel "
-                f"{source.channel}; fix the modality's channel in the manifest"
-            )
-        return image.channel(source.channel)
-    return read_image(source)
+__all__ = [
+    "CaseInput",
+    "GradeResult",
+    "InferenceOptions",
+    "Predictor",
+    "SegmentationResult",
+    "Source",
+    "StepTimer",
+    "as_predictor",
+    "predict_grade",
+    "predict_volume",
+    "read_case",
+    "to_data",
+]
 
 
 class StepTimer:
@@ -331,15 +178,13 @@ class Predictor:
         """Use ``options`` (None fields from the config) and move the model to their device.
 
         Raises:
-            VolsegError: a chunk below 1.
+            VolsegError: an option the config's defaults make invalid (see
+                :class:`InferenceOptions`).
         """
         self.options = options.resolved(self.config)
         self.device = torch.device(self.options.device)
-        chunk = self.options.chunk
-        if chunk is not None:
-            if chunk < 1:
-                raise VolsegError(f"encoder chunk must be >= 1, got {chunk}")
-            self.model.encoder.chunk = chunk
+        if self.options.chunk is not None:
+            self.model.encoder.chunk = self.options.chunk
         self.model = self.model.to(self.device).eval()
 
     @classmethod
