@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.inference.conftest import write_grading_checkpoint, write_segmentation_checkpoint
 
@@ -100,6 +101,24 @@ def seg_model(tmp_path_factory) -> Path:
 def grade_model(tmp_path_factory) -> Path:
     """A tiny random grading checkpoint with modalities T1 and FLAIR."""
     return write_grading_checkpoint(tmp_path_factory.mktemp("grade_run") / "best.pt")
+
+
+@pytest.fixture
+def train_config(organs, tmp_path):
+    """A 2-case organ config with the test-size ViT: an epoch takes about a second."""
+    path = tmp_path / "tiny.yaml"
+    config = {
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "data": {"manifest": str(organs), "folds": 2, "slab": 8, "mirror": False},
+        "model": {
+            "encoder": {"name": "vit_test_patch14_dinov2"},
+            "head": {"channels": 8, "depth": 1},
+        },
+        "train": {"batch_size": 1, "num_workers": 0, "warmup_epochs": 1, "val_every": 1},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def edit_manifest(manifest: Path, edit) -> Path:

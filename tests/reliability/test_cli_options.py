@@ -11,7 +11,6 @@ import time
 
 import pytest
 import torch
-import yaml
 
 from tests.reliability.conftest import ROOT, changed, error_line, snapshot, volseg
 
@@ -38,24 +37,6 @@ def test_predict_refuses_a_bad_option_before_any_case(organs, seg_model, tmp_pat
     assert result.returncode == 2
     assert error_line(result).startswith(message)
     assert changed(before, tmp_path) == []  # no output folder, no timings.csv
-
-
-@pytest.fixture
-def train_config(organs, tmp_path):
-    """A 2-case organ config with the test-size ViT: an epoch takes about a second."""
-    path = tmp_path / "tiny.yaml"
-    config = {
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "data": {"manifest": str(organs), "folds": 2, "slab": 8, "mirror": False},
-        "model": {
-            "encoder": {"name": "vit_test_patch14_dinov2"},
-            "head": {"channels": 8, "depth": 1},
-        },
-        "train": {"batch_size": 1, "num_workers": 0, "warmup_epochs": 1, "val_every": 1},
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def test_train_takes_overrides_after_flags(train_config, tmp_path):

@@ -79,12 +79,13 @@ def _os_error(error: OSError) -> str:
     where = f"{error.filename}: " if error.filename else ""
     reason = error.strerror or str(error) or type(error).__name__
     hints = {
-        errno.ENOSPC: "free some disk space or choose another output folder",
-        errno.EROFS: "the file system is read-only; choose a writable output folder",
-        errno.EACCES: "you lack permission; choose a folder you can write to",
-        errno.EDQUOT: "the disk quota is exceeded; free some space",
+        errno.ENOSPC: "free some space or write to another disk",
+        errno.EDQUOT: "free some space or write to another disk",
+        errno.EROFS: "write to another folder",
+        errno.EACCES: "write to a folder you may write to",
+        errno.EPERM: "write to a folder you may write to",
     }
-    hint = hints.get(error.errno or 0, "check the path and the disk")
+    hint = hints.get(error.errno or 0, "check the path, its permissions and the disk")
     return " ".join(f"{where}{reason}; {hint}".split())
 
 

@@ -218,9 +218,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _summary(result) -> None:
     done, skipped, failed = (result.count(s) for s in ("ok", "skipped", "failed"))
-    print(
-        f"predicted {done} case(s), skipped {skipped}, failed {failed}: {result.output} "
-        f"(timings in {result.output / 'timings.csv'})"
-    )
+    timings = "" if result.table_error else f" (timings in {result.output / 'timings.csv'})"
+    print(f"predicted {done} case(s), skipped {skipped}, failed {failed}: {result.output}{timings}")
     for row in result.failed:
         print(f"  failed {row['case_id']}: {row['error']}", file=sys.stderr)
+    if result.table_error:
+        print(
+            f"error: {result.table_error}; fix the disk and re-run with --skip-existing "
+            "(finished cases are kept)",
+            file=sys.stderr,
+        )

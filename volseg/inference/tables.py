@@ -3,15 +3,16 @@
 Tables are rewritten after every case, atomically, so an interrupted run keeps what it
 finished. A table that cannot be written (disk full, read-only folder, a file name that is not
 valid UTF-8) never stops the cohort: :func:`write_tables` returns the one-line reason, the
-next case tries again, and the run reports it at the end. Text that the file's encoding cannot
-hold is written with backslash escapes (``case\\xff``) rather than failing.
+next case tries again, and the run reports it at the end. The bytes of a file name that is not
+UTF-8 are written as backslash escapes (``scan_\\xff``) rather than failing.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,8 @@ def write_tables(
         _write_csv(output / "timings.csv", rows, TIMING_COLUMNS)
         if predictor.task != "segmentation":
             _write_predictions(output, records, predictor)
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else f"{output}: "
-        return f"{where}cannot write the table ({e.strerror or e})"
+    except _TableError as e:
+        return str(e)
     return ""
 
 
@@ -152,17 +152,34 @@ def _write_predictions(output: Path, records: list[dict[str, Any]], predictor: P
     _write_csv(output / "predictions.csv", table, columns)
 
 
+class _TableError(Exception):
+    """A table the operating system refused to take; the message names it."""
+
+
+@contextmanager
+def _table(path: Path) -> Iterator[Path]:
+    """:func:`~volseg.io.atomic_path`, with a refusal (disk full, ...) as a :class:`_TableError`."""
+    try:
+        with atomic_path(path) as tmp:
+            yield tmp
+    except OSError as e:
+        raise _TableError(f"{path}: cannot write the table ({e.strerror or e})") from None
+
+
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    # backslashreplace: a case id from a file name that is not UTF-8 holds surrogates
-    with (
-        atomic_path(path) as tmp,
-        open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f,
-    ):
+    with _table(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _printable(v) for k, v in row.items()} for row in rows)
+
+
+def _printable(value: Any) -> Any:
+    """A file name that is not UTF-8 (its bytes kept as surrogates) as text: ``scan_\\xff``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    with atomic_path(path) as tmp:
+    with _table(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")  # ASCII: surrogates are escaped

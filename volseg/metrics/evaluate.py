@@ -2,19 +2,16 @@
 
 Writes ``summary.json`` (layout close to nnU-Net's: ``metric_per_case``, ``mean``,
 ``foreground_mean``, plus ``std``, ``median``, bootstrap ``ci95`` and the conventions used) and
-``per_case.csv`` into the output folder, atomically. NaN is written as JSON ``null`` and as an
-empty CSV cell. Predictions and references are matched by case id; predictions are never
-resampled: a grid mismatch is an error.
+``per_case.csv`` into the output folder (:mod:`volseg.metrics.summary_files`). Predictions and
+references are matched by case id; predictions are never resampled: a grid mismatch is an
+error. Grading lives in :mod:`volseg.metrics.evaluate_grading` (re-exported here).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import multiprocessing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -24,10 +21,10 @@ import numpy as np
 
 from volseg.data import load_manifest
 from volseg.errors import VolsegError
-from volseg.io import atomic_path, input_path, read_image
+from volseg.io import output_folder, read_image
 from volseg.io.read import FORMATS
 from volseg.metrics.bootstrap import METHOD, bootstrap_mean_ci
-from volseg.metrics.classification import classification_metrics
+from volseg.metrics.evaluate_grading import evaluate_classification
 from volseg.metrics.segmentation import (
     CONVENTIONS,
     SEGMENTATION_METRICS,
@@ -35,6 +32,9 @@ from volseg.metrics.segmentation import (
     nsd_tolerances,
     segmentation_metrics,
 )
+from volseg.metrics.summary_files import match_cases, write_summary
+
+__all__ = ["evaluate_classification", "evaluate_segmentation"]
 
 CI_METRICS = ("Dice", "IoU", "NSD", "HD95", "ASSD")
 GEOMETRY_ATOL_MM = 1e-3
@@ -79,13 +79,14 @@ def evaluate_segmentation(
 
     Raises:
         VolsegError: unreadable input, missing predictions, no matching cases, a prediction on
-            another grid than its reference (names the case and what differs), or a label map
-            with fractional or negative values.
+            another grid than its reference (names the case and what differs), a label map
+            with fractional or negative values, or an output folder that cannot be written.
     """
     pred, out_dir = Path(pred), Path(out_dir)
     refs, manifest_labels = _reference_files(Path(ref))
+    output_folder(out_dir, "--out")  # before the scoring, not after it
     preds = _image_files(pred, "prediction")
-    matched, missing, extra = _match(list(refs), preds, pred, allow_missing)
+    matched, missing, extra = match_cases(list(refs), preds, pred, allow_missing)
     wanted = _wanted_labels(labels if labels is not None else manifest_labels)
     if wanted is not None:
         nsd_tolerances(tolerance_mm, list(wanted))  # fail before any work
@@ -126,71 +127,7 @@ def evaluate_segmentation(
         for c in per_case
         for label in wanted
     ]
-    return _write(out_dir, summary, rows)
-
-
-def evaluate_classification(
-    predictions_csv: str | Path,
-    ref: str | Path,
-    out_dir: str | Path,
-    *,
-    classes: Sequence[str] | None = None,
-    allow_missing: bool = False,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Score predicted class probabilities against reference classes; write the summary files.
-
-    Args:
-        predictions_csv: CSV with ``case_id`` and one ``prob_<class>`` column per class (other
-            columns, e.g. ``predicted``, are ignored: the predicted class is the argmax).
-        ref: classification manifest, or a CSV with ``case_id`` and ``label`` columns.
-        out_dir: output folder (created).
-        classes: class names in class-id order (the last is positive for binary tasks).
-            Default: the manifest's classes, else the order of the ``prob_`` columns.
-        allow_missing: score only matched cases when some references have no prediction.
-        n_resamples: bootstrap resamples for the CIs (0 skips them).
-        seed: bootstrap seed.
-
-    Returns:
-        The summary as written to ``summary.json``: the result of
-        :func:`volseg.metrics.classification.classification_metrics` plus the inputs and the
-        lists of missing and unmatched cases.
-
-    Raises:
-        VolsegError: unreadable CSV, missing columns or predictions, unknown classes, or
-            probabilities that are not finite, outside 0..1 or do not sum to 1.
-    """
-    predictions_csv, ref, out_dir = Path(predictions_csv), Path(ref), Path(out_dir)
-    targets, ref_classes = _reference_classes(ref)
-    header, rows = _read_csv(predictions_csv, ["case_id"], "predictions table")
-    names = list(classes or ref_classes or [h[5:] for h in header if h.startswith("prob_")])
-    _check_prob_columns(header, names, predictions_csv)
-    probs = _probabilities(rows, names, predictions_csv)
-    matched, missing, extra = _match(list(targets), probs, predictions_csv, allow_missing)
-    unknown = sorted({targets[c] for c in matched} - set(names))
-    if unknown:
-        raise VolsegError(
-            f"{ref}: reference classes {unknown} are not among {names}; pass the right classes"
-        )
-    y = np.array([names.index(targets[c]) for c in matched])
-    p = np.array([probs[c] for c in matched])
-    result = classification_metrics(y, p, classes=names, n_resamples=n_resamples, seed=seed)
-    summary = {
-        "task": "classification",
-        "prediction": str(predictions_csv),
-        "reference": str(ref),
-        **result,
-        "missing_predictions": missing,
-        "unmatched_predictions": extra,
-    }
-    table = [
-        {"case_id": c, "true": names[t], "predicted": names[int(np.argmax(row))]}
-        | {"correct": int(t == np.argmax(row))}
-        | {f"prob_{n}": v for n, v in zip(names, row, strict=True)}
-        for c, t, row in zip(matched, y, p, strict=True)
-    ]
-    return _write(out_dir, summary, table)
+    return write_summary(out_dir, summary, rows)
 
 
 # --- segmentation helpers ----------------------------------------------------------------------
@@ -346,87 +283,7 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
     return files
 
 
-# --- classification helpers --------------------------------------------------------------------
-
-
-def _reference_classes(ref: Path) -> tuple[dict[str, str], list[str]]:
-    """case id -> true class name, and the class order if the reference defines one."""
-    if ref.suffix.lower() == ".csv":
-        _, rows = _read_csv(ref, ["case_id", "label"], "reference table")
-        return {r["case_id"]: r["label"] for r in rows if r["label"]}, []
-    manifest = load_manifest(ref)
-    if manifest.task != "classification":
-        raise VolsegError(f"{ref}: is a {manifest.task} manifest; pass a classification one")
-    return {c.id: c.target for c in manifest.cases if c.target is not None}, manifest.classes
-
-
-def _read_csv(path: Path, required: list[str], what: str) -> tuple[list[str], list[dict[str, str]]]:
-    input_path(path, what)  # a FIFO would block the read forever
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in reader.fieldnames or []]
-            reader.fieldnames = header
-            rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise VolsegError(f"{path}: cannot read as CSV ({e})") from None
-    absent = [c for c in required if c not in header]
-    if absent:
-        raise VolsegError(f"{path}: CSV header {header} lacks column(s) {absent}; add them")
-    return header, [r for r in rows if r.get("case_id")]
-
-
-def _check_prob_columns(header: list[str], names: list[str], path: Path) -> None:
-    given = [h[5:] for h in header if h.startswith("prob_")]
-    if len(names) < 2 or sorted(given) != sorted(names):
-        raise VolsegError(
-            f"{path}: probability columns {['prob_' + g for g in given]} do not match the "
-            f"classes {names}; write one prob_<class> column per class"
-        )
-
-
-def _probabilities(rows: list[dict[str, str]], names: list[str], path: Path) -> dict:
-    """case id -> probabilities ``(G,)`` in class order, checked to be a distribution."""
-    probs: dict[str, np.ndarray] = {}
-    for line, row in enumerate(rows, start=2):
-        case_id = row["case_id"]
-        try:
-            p = np.array([float(row[f"prob_{n}"]) for n in names])
-        except ValueError:
-            raise VolsegError(f"{path}: line {line} ({case_id}) has a non-numeric prob") from None
-        if not np.all(np.isfinite(p)) or p.min() < -1e-6 or p.max() > 1 + 1e-6:
-            raise VolsegError(f"{path}: line {line} ({case_id}) has probabilities outside 0..1")
-        if abs(p.sum() - 1) > 1e-3:
-            raise VolsegError(
-                f"{path}: line {line} ({case_id}) probabilities sum to {p.sum():.4g}, not 1; "
-                "write softmax probabilities"
-            )
-        if case_id in probs:
-            raise VolsegError(f"{path}: case {case_id} appears twice; keep one row per case")
-        probs[case_id] = np.clip(p, 0, 1)
-    return probs
-
-
-# --- shared ------------------------------------------------------------------------------------
-
-
-def _match(
-    reference_ids: list[str], predictions: Iterable[str], where: Path, allow_missing: bool
-) -> tuple[list[str], list[str], list[str]]:
-    """(matched ids in reference order, references without prediction, unmatched predictions)."""
-    predicted = set(predictions)
-    matched = [c for c in reference_ids if c in predicted]
-    missing = [c for c in reference_ids if c not in predicted]
-    extra = sorted(predicted - set(reference_ids))
-    if missing and not allow_missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise VolsegError(
-            f"{where}: no prediction for {len(missing)} reference case(s): {shown}; predict "
-            "them, or allow missing predictions to score only the matched cases"
-        )
-    if not matched:
-        raise VolsegError(f"{where}: no prediction matches a reference case id")
-    return matched, missing, extra
+# --- workers -----------------------------------------------------------------------------------
 
 
 def _run(fn: Any, jobs: list[tuple], workers: int) -> list:
@@ -442,41 +299,3 @@ def _run(fn: Any, jobs: list[tuple], workers: int) -> list:
             f"a worker process of {workers} died (out of memory, or a script calling volseg "
             "without an `if __name__ == '__main__':` guard); rerun with workers=1"
         ) from None
-
-
-def _write(out_dir: Path, summary: dict, rows: list[dict]) -> dict[str, Any]:
-    """Write summary.json and per_case.csv atomically; return the summary as JSON holds it."""
-    summary = _jsonable(summary)
-    text = json.dumps(summary, indent=2, allow_nan=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "summary.json") as tmp:
-        tmp.write_text(text + "\n")
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
-    with atomic_path(out_dir / "per_case.csv") as tmp:
-        tmp.write_text(buffer.getvalue())
-    return summary
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if not math.isfinite(value) else repr(float(value))
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: string keys, NaN/inf -> None, numpy scalars and arrays unwrapped."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
