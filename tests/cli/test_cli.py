@@ -160,8 +160,10 @@ def test_models_prints_encoder_and_head_parameter_counts(capsys):
     vit_b = {r["head"]: r for r in rows if r["encoder"] == "ViT-B/14"}
     assert vit_b["seg3d"]["encoder_params"] == 86_579_712
     assert vit_b["seg3d"]["head_params"] <= 5_000_000 and vit_b["mil"]["head_params"] <= 2_000_000
+    assert vit_b["pyramid"]["head_params"] <= 5_000_000 and vit_b["pyramid"]["gflops_per_slab"] > 0
     assert main(["models", ORGANS_CONFIG, "model.head.channels=16"]) == 0
     out = capsys.readouterr().out
     assert "vit_small_patch14_reg4_dinov2" in out and "channels=16" in out
+    assert "GFLOP/slab" in out and "pyramid" in out
     assert main(["models", "model.head.channels=24"]) == 0  # an override, not a config path
     assert "channels=24" in capsys.readouterr().out

@@ -54,6 +54,23 @@ def test_coronal_slicing_and_two_channels_agree():
     assert cached.shape == (1, 3, 15, 7, 16)
 
 
+@pytest.mark.parametrize("slice_axis", ["coronal", "sagittal"])
+def test_scaled_input_and_stacked_blocks_keep_cached_equal_to_naive(slice_axis):
+    """Input scaling (tokens on their own grid) and stacked blocks, slabs along another axis."""
+    model = segmentation_model(
+        f"model.encoder.slice_axis={slice_axis}",
+        "model.encoder.input_size=42",
+        "model.encoder.layers=[0,2]",
+        "model.encoder.fusion=stack",
+    )[1]
+    image = torch.rand(1, 1, 13, 11, 10)
+    kw = dict(roi_slices=4, overlap=0.5, sw_batch_size=2)
+    cached = sliding_window_logits(model, image, **kw)
+    naive = sliding_window_logits(model, image, naive=True, **kw)
+    assert cached.shape == (1, 3, 13, 11, 10)
+    torch.testing.assert_close(cached, naive, atol=1e-5, rtol=1e-5)
+
+
 def test_precomputed_features_are_used(axial):
     image = torch.rand(1, 1, 15, 15, 5)
     features = axial.encode(image)

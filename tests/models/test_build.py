@@ -28,7 +28,7 @@ MODALITIES = ["T1", "T1ce", "T2", "FLAIR"]
 
 
 def seg_config(**encoder) -> ModelConfig:
-    enc = EncoderConfig(name=TINY, **encoder)
+    enc = EncoderConfig(name=TINY, **{"input_size": "native", **encoder})
     return ModelConfig(task="segmentation", encoder=enc, head=HeadConfig(channels=16))
 
 
@@ -112,10 +112,10 @@ def test_real_vit_small_builds_from_the_shipped_config_and_runs_on_cpu():
     torch.manual_seed(0)
     model = build_model(cfg.model, num_classes=5, modalities=["CT"]).eval()
     with torch.no_grad():
-        features = model.encode(torch.rand(1, 1, 224, 224, 8))
-        assert features.shape == (1, 384, 16, 16, 8)
-        logits = model.decode(features, torch.rand(1, 1, 224, 224, 8))
-    assert logits.shape == (1, 5, 224, 224, 8)
+        features = model.encode(torch.rand(1, 1, 112, 84, 8))  # resized to 224 x 168 px
+        assert features.shape == (1, 4 * 384, 16, 12, 8)  # 4 stacked blocks, 16 x 12 tokens
+        logits = model.decode(features, torch.rand(1, 1, 112, 84, 8))
+    assert logits.shape == (1, 5, 112, 84, 8)
     assert torch.isfinite(logits).all()
 
 
@@ -124,7 +124,11 @@ def test_head_parameter_table_within_budget():
     by_key = {(r["encoder"], r["head"]): r for r in rows}
     assert by_key[("ViT-S/14", "seg3d")]["encoder_params"] == 22_056_192
     assert by_key[("ViT-B/14", "seg3d")]["head_params"] <= 5_000_000
+    assert by_key[("ViT-B/14", "pyramid")]["head_params"] <= 5_000_000
     assert by_key[("ViT-B/14", "mil")]["head_params"] <= 2_000_000
+    assert by_key[("ViT-B/14", "mil")]["gflops_per_slab"] is None
+    # The pyramid's cost is a small U-Net's on the 512 x 512 x 16 slab: hundreds of GFLOP.
+    assert 100 < by_key[("ViT-B/14", "pyramid")]["gflops_per_slab"] < 2000
     assert (
         by_key[("ViT-S/14", "seg3d")]["head_params"] < by_key[("ViT-L/14", "seg3d")]["head_params"]
     )

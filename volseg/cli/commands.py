@@ -151,7 +151,7 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "models",
-        "List the encoders and heads volseg builds, with parameter counts.",
+        "List the encoders and heads volseg builds, with parameter counts and head GFLOP.",
         "Counts come from the real architectures (built on PyTorch's meta device, so even\n"
         "ViT-g costs no memory). Head settings come from CONFIG (default: configs/base.yaml's\n"
         "defaults) plus key=value overrides.\n\n"
@@ -177,15 +177,21 @@ def run_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print("encoders: " + ", ".join(ENCODERS.names()))
+    head, enc = config.model.head, config.model.encoder
     print(
-        f"heads with channels={config.model.head.channels}, depth={config.model.head.depth} "
-        "(seg3d: 4 classes, 1 channel; mil: 2 grades, 4 modalities)"
+        f"heads with channels={head.channels}, depth={head.depth}, input_size={enc.input_size}, "
+        f"layers={enc.layers} ({enc.fusion}); segmentation: 4 classes on 1 channel, GFLOP of one "
+        "forward on a 512 x 512 x 16 slab; mil: 2 grades, 4 modalities"
     )
-    print(f"{'encoder':<10}{'E':>6}{'encoder params':>16}  {'head':<6}{'head params':>13}")
+    print(
+        f"{'encoder':<10}{'E':>6}{'encoder params':>16}  {'head':<8}{'head params':>13}"
+        f"{'GFLOP/slab':>12}"
+    )
     for row in rows:
+        flops = "-" if row["gflops_per_slab"] is None else f"{row['gflops_per_slab']:,.1f}"
         print(
             f"{row['encoder']:<10}{row['embed_dim']:>6}{row['encoder_params']:>16,}  "
-            f"{row['head']:<6}{row['head_params']:>13,}"
+            f"{row['head']:<8}{row['head_params']:>13,}{flops:>12}"
         )
     return 0
 

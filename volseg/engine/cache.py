@@ -173,6 +173,7 @@ def cache_identity(config: Config, encoder: nn.Module, modalities: Sequence[str]
             "weights": _weights_identity(enc.weights, encoder),
             "layers": enc.layers,
             "fusion": enc.fusion,
+            "input_size": enc.input_size,
             "slice_axis": enc.slice_axis,
             "channel_adapter": enc.channel_adapter,
         },

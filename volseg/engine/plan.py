@@ -160,26 +160,70 @@ def new_run_dir(config: Config) -> Path:
     return candidate
 
 
-def median_spacing(cases: list[Case]) -> tuple[float, float, float]:
-    """Median voxel spacing (mm) of the cases' first images along RAS ``(X, Y, Z)``."""
+def ras_grids(cases: list[Case]) -> tuple[np.ndarray, np.ndarray]:
+    """Spacing (mm) and shape (voxels) of the cases' first images along RAS ``(X, Y, Z)``.
+
+    Returns:
+        ``(spacings, shapes)``, both ``(len(cases), 3)``.
+    """
     from volseg.io import read_info
 
-    spacings = []
-    for case in cases:
+    spacings, shapes = np.zeros((len(cases), 3)), np.zeros((len(cases), 3))
+    for i, case in enumerate(cases):
         source = next(iter(case.images.values()))
         geometry = read_info(source.path).geometry
-        ras = np.zeros(3)
         for axis in range(3):  # array axis -> the patient axis it runs along most
-            ras[int(np.argmax(np.abs(geometry.direction[:, axis])))] = geometry.spacing[axis]
-        spacings.append(ras)
-    x, y, z = np.median(np.asarray(spacings), axis=0)
+            ras = int(np.argmax(np.abs(geometry.direction[:, axis])))
+            spacings[i, ras], shapes[i, ras] = geometry.spacing[axis], geometry.shape[axis]
+    return spacings, shapes
+
+
+def median_spacing(cases: list[Case]) -> tuple[float, float, float]:
+    """Median voxel spacing (mm) of the cases' first images along RAS ``(X, Y, Z)``."""
+    x, y, z = np.median(ras_grids(cases)[0], axis=0)
     return float(x), float(y), float(z)
+
+
+def token_note(plan: Plan, feature_channels: int, patch_size: int) -> str:
+    """Tokens per slice and the feature-cache size they imply, from up to 20 training cases.
+
+    Volumes are taken at the target spacing before the foreground crop, so the cache size is
+    an upper estimate; features are fp16, every modality encoded.
+    """
+    from volseg.models.slicing import feature_grid, slice_dim
+
+    cfg = plan.config
+    enc = cfg.model.encoder
+    sample = plan.train_cases[:20]
+    spacings, shapes = ras_grids(sample)
+    target = spacings if cfg.data.spacing is None else np.asarray(cfg.data.spacing)[None]
+    shapes = np.maximum(np.round(shapes * spacings / target), 1).astype(int)
+    input_size = None if enc.input_size == "native" else enc.input_size
+    dim = slice_dim(enc.slice_axis)
+    grids = [feature_grid(shape, enc.slice_axis, patch_size, input_size) for shape in shapes]
+    tokens = [int(np.prod([g for d, g in enumerate(grid) if d != dim])) for grid in grids]
+    per_case = (
+        np.mean([t * s[dim] for t, s in zip(tokens, shapes, strict=True)]) * feature_channels * 2
+    )
+    cases = len(plan.train_cases) + len(plan.val_cases)
+    total = per_case * len(plan.modalities) * cases
+    shown = [g for d, g in enumerate(grids[len(grids) // 2]) if d != dim]
+    size = "native size" if input_size is None else f"input size {input_size} px"
+    return (
+        f"{shown[0]} x {shown[1]} tokens per slice ({size}, patch {patch_size}; median case), "
+        f"{int(np.median(tokens))} median; feature cache about {total / 1e9:.2f} GB for "
+        f"{cases} cases ({feature_channels} fp16 channels per token)"
+    )
 
 
 def _weights_note(weights: str | None) -> str:
     """How the encoder weights would load; a missing local file is a user error."""
     if weights is None:
         return "random init (no weights file)"
+    from volseg.models.onnx_weights import PACKAGED, packaged_weights_file
+
+    if weights in PACKAGED:  # raises with the install command when the package is absent
+        return f"{PACKAGED[weights].description}, from {packaged_weights_file(weights)}"
     path = Path(weights).expanduser()
     if path.exists():
         return f"{weights} (found)"
@@ -199,6 +243,8 @@ def describe_plan(
     cached: bool,
     precision: str,
     device: str,
+    feature_channels: int,
+    patch_size: int,
 ) -> str:
     """The dry-run text: data, model, parameters, steps, where the run would go."""
     cfg = plan.config
@@ -229,6 +275,7 @@ def describe_plan(
         f"{'' if data.mirror or not data.augment else ' (no mirroring)'}",
         f"  encoder:    {enc.name}, {enc.mode}, weights {weights}",
         f"  head:       {cfg.model.head.name}, {cfg.model.head.channels} channels",
+        f"  tokens:     {token_note(plan, feature_channels, patch_size)}",
         f"  parameters: {counts['model_trainable']:,} trainable of {counts['model_total']:,} "
         f"(encoder {counts['encoder_trainable']:,} / {counts['encoder_total']:,}, "
         f"head {counts['head_trainable']:,})",

@@ -117,6 +117,8 @@ def _print_plan(plan: Plan, session: Session, ctx: DistContext) -> Path:
             cached=session.cached,
             precision=session.precision.name,
             device=str(ctx.device),
+            feature_channels=session.model.encoder.out_channels,
+            patch_size=session.model.encoder.patch_size,
         )
         print(text)
     return run_dir

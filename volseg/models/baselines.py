@@ -32,6 +32,7 @@ class IdentityEncoder(nn.Module):
     """
 
     patch_size = 1
+    input_size = None  # the image is never resized
     cacheable = False
 
     def __init__(self, cfg: EncoderConfig, in_channels: int = 1) -> None:
@@ -88,13 +89,15 @@ def monai_unet(
     depth: int = 2,
     dropout: float = 0.0,
     patch_size: int = 1,
+    input_size: int | None = None,
+    feature_blocks: int = 1,
     slice_axis: str = "axial",
     anisotropic: bool = True,
 ) -> nn.Module:
     """MONAI ``UNet``: 5 levels, widths ``channels * (1, 2, 4, 8, 16)``, ``depth`` residual units.
 
-    ``slice_axis`` and ``anisotropic`` (part of every segmentation head's call) do not apply:
-    the network is isotropic 3D.
+    ``slice_axis``, ``anisotropic``, ``input_size`` and ``feature_blocks`` (part of every
+    segmentation head's call) do not apply: the network is isotropic 3D over the image.
     """
     from monai.networks.nets import UNet
 
@@ -120,13 +123,16 @@ def monai_swinunetr(
     channels: int = 24,
     dropout: float = 0.0,
     patch_size: int = 1,
+    input_size: int | None = None,
+    feature_blocks: int = 1,
     slice_axis: str = "axial",
     depth: int = 2,
     anisotropic: bool = True,
 ) -> nn.Module:
     """MONAI ``SwinUNETR`` with feature size ``channels`` (a multiple of 12).
 
-    ``slice_axis``, ``depth`` and ``anisotropic`` do not apply (SwinUNETR's own depths are used).
+    ``slice_axis``, ``depth``, ``anisotropic``, ``input_size`` and ``feature_blocks`` do not
+    apply (SwinUNETR's own depths are used, over the image).
     """
     from monai.networks.nets import SwinUNETR
 

@@ -8,11 +8,11 @@ looked up by name in :data:`~volseg.models.registry.ENCODERS` and
   ``embed_dim``, ``patch_size``, ``slice_axis``, ``cacheable`` and
   ``forward((B, C, X, Y, Z)) -> (B, E, x, y, z)`` (see :class:`SliceEncoder`);
 - a segmentation head is called with ``in_channels, num_classes, image_channels, channels,
-  depth, anisotropic, dropout, patch_size, slice_axis`` and maps
+  depth, anisotropic, dropout, patch_size, input_size, feature_blocks, slice_axis`` and maps
   ``(features, image) -> (B, K, X, Y, Z)`` logits;
 - a grading head is called with ``in_channels, num_classes, modalities, hidden, dropout,
-  modality_dropout, patch_size, slice_axis`` and maps ``(features per modality, mask, present)``
-  to a :class:`~volseg.models.cls_head.GradeOutput`.
+  modality_dropout, patch_size, input_size, slice_axis`` and maps ``(features per modality,
+  mask, present)`` to a :class:`~volseg.models.cls_head.GradeOutput`.
 """
 
 from __future__ import annotations
@@ -157,13 +157,18 @@ def build_model(
         )
     if segmentation:
         per_channel = len(modalities) > 1 and not learned
-        in_features = encoder.embed_dim * (len(modalities) if per_channel else 1)
-        kwargs = head_kwargs(cfg, in_features, num_classes, modalities, encoder.patch_size)
+        in_features = encoder.out_channels * (len(modalities) if per_channel else 1)
+        kwargs = head_kwargs(
+            cfg, in_features, num_classes, modalities, encoder.patch_size, encoder.input_size
+        )
         model: SegmentationModel | GradingModel = SegmentationModel(
             encoder, HEADS.build(cfg.head.name, **kwargs), per_channel=per_channel
         )
     else:
-        kwargs = head_kwargs(cfg, encoder.embed_dim, num_classes, modalities, encoder.patch_size)
+        kwargs = head_kwargs(
+            cfg, encoder.out_channels, num_classes, modalities, encoder.patch_size,
+            encoder.input_size,
+        )  # fmt: skip
         model = GradingModel(encoder, HEADS.build(cfg.head.name, **kwargs), modalities)
     log.info("model: %s", format_counts(parameter_counts(model)))
     return model
@@ -175,23 +180,30 @@ def head_kwargs(
     num_classes: int,
     modalities: Sequence[str],
     patch_size: int = 14,
+    input_size: int | None = None,
 ) -> dict[str, object]:
-    """The keyword arguments a head of ``cfg.task`` is built with (see the module docstring)."""
-    head = cfg.head
+    """The keyword arguments a head of ``cfg.task`` is built with (see the module docstring).
+
+    ``patch_size`` and ``input_size`` are the encoder's (:attr:`SliceEncoder.input_size`).
+    """
+    head, enc = cfg.head, cfg.encoder
     common = dict(
         in_channels=in_channels,
         num_classes=num_classes,
         dropout=head.dropout,
         patch_size=patch_size,
-        slice_axis=cfg.encoder.slice_axis,
+        input_size=input_size,
+        slice_axis=enc.slice_axis,
     )
     if cfg.task == "segmentation":
+        stacked = enc.fusion == "stack" and enc.layers is not None
         return dict(
             common,
             image_channels=len(modalities),
             channels=head.channels,
             depth=head.depth,
             anisotropic=head.anisotropic,
+            feature_blocks=len(set(enc.layers)) if stacked else 1,
         )
     return dict(
         common,
@@ -225,6 +237,27 @@ def encoder_parameter_count(name: str) -> int:
         return count_parameters(SliceEncoder(name))
 
 
+SLAB = (512, 512, 16)  # the slab `volseg models` counts head FLOPs on (a CT's in-plane size)
+
+
+def head_gflops(head: nn.Module, cfg: ModelConfig, in_channels: int, patch_size: int = 14) -> float:
+    """GFLOP of one segmentation-head forward on a ``SLAB`` of 1 channel.
+
+    ``head`` should live on the meta device (shapes only, no memory).
+
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` (a multiply-add is 2 FLOP).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from volseg.models.slicing import feature_grid
+
+    size = None if cfg.encoder.input_size == "native" else cfg.encoder.input_size
+    grid = feature_grid(SLAB, cfg.encoder.slice_axis, patch_size, size)
+    with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        head(torch.empty(1, in_channels, *grid), torch.empty(1, 1, *SLAB))
+    return counter.get_total_flops() / 1e9
+
+
 def head_parameter_table(
     encoders: Mapping[str, str] = VIT_SIZES,
     *,
@@ -233,29 +266,38 @@ def head_parameter_table(
     modalities: Sequence[str] = ("T1", "T1ce", "T2", "FLAIR"),
     model: ModelConfig | None = None,
 ) -> list[dict[str, object]]:
-    """Parameter counts of the configured heads (defaults: ``seg3d`` and ``mil``) per encoder.
+    """Parameters (and segmentation GFLOP per slab) of the heads volseg has, per encoder.
 
     Args:
         encoders: label -> registered encoder name.
         num_classes: segmentation classes ``K`` (background included).
         num_grades: grade classes ``G``.
         modalities: modalities of the grading head.
-        model: head settings to use (``model.head``); the defaults when None.
+        model: head and encoder settings to use (``model.head``, and ``model.encoder``'s
+            input size and stacked ``layers``); the defaults when None.
 
     Returns:
-        One row per (encoder, task): ``encoder, embed_dim, encoder_params, task, head,
-        head_params``.
+        One row per (encoder, head) for the heads ``pyramid``, ``seg3d`` and ``mil``:
+        ``encoder, embed_dim, encoder_params, task, head, head_params, gflops_per_slab``
+        (segmentation heads on a ``SLAB`` at the configured input size; None for ``mil``).
     """
     model = model or ModelConfig()
+    enc = model.encoder
+    blocks = len(set(enc.layers)) if enc.fusion == "stack" and enc.layers else 1
     rows: list[dict[str, object]] = []
     for label, name in encoders.items():
         dim = DINOV2_EMBED_DIMS[name]
         for task, head, classes, mods in (
+            ("segmentation", "pyramid", num_classes, ["CT"]),
             ("segmentation", "seg3d", num_classes, ["CT"]),
             ("classification", "mil", num_grades, list(modalities)),
         ):
-            cfg = ModelConfig(task=task, encoder=model.encoder, head=replace(model.head, name=head))
-            module = HEADS.build(head, **head_kwargs(cfg, dim, classes, mods))
+            cfg = ModelConfig(task=task, encoder=enc, head=replace(model.head, name=head))
+            width = dim * (blocks if task == "segmentation" else 1)
+            size = None if enc.input_size == "native" else enc.input_size
+            with torch.device("meta"):  # counted, never allocated
+                module = HEADS.build(head, **head_kwargs(cfg, width, classes, mods, 14, size))
+            seg = task == "segmentation"
             rows.append(
                 {
                     "encoder": label,
@@ -264,6 +306,7 @@ def head_parameter_table(
                     "task": task,
                     "head": head,
                     "head_params": count_parameters(module),
+                    "gflops_per_slab": round(head_gflops(module, cfg, width), 1) if seg else None,
                 }
             )
     return rows

@@ -103,6 +103,7 @@ class ClsHead(nn.Module):
         modality_dropout: probability of dropping a modality of a sample in training.
         slice_axis: ``"axial"`` (Z), ``"coronal"`` (Y) or ``"sagittal"`` (X).
         patch_size: ViT patch size, to pool an image-resolution mask onto the feature grid.
+        input_size: the encoder's input size (None: native), for the same pooling.
         mask_bias: initial value of the learned slice-attention bias for masked slices.
 
     Raises:
@@ -120,6 +121,7 @@ class ClsHead(nn.Module):
         modality_dropout: float = 0.25,
         slice_axis: str = "axial",
         patch_size: int = 14,
+        input_size: int | None = None,
         mask_bias: float = 2.0,
     ) -> None:
         super().__init__()
@@ -129,6 +131,7 @@ class ClsHead(nn.Module):
             raise VolsegError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         self.modalities = tuple(modalities)
         self.modality_dropout, self.patch_size = modality_dropout, patch_size
+        self.input_size = input_size
         self.slice_dim = slice_dim(slice_axis)
         self.slice_axis = slice_axis
         self.token_width = 2 * in_channels + 1
@@ -188,7 +191,7 @@ class ClsHead(nn.Module):
             ValueError: a mask that does not fit the features even after pooling.
         """
         if mask.shape[2:] != grid:
-            mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size)
+            mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size, self.input_size)
         if mask.shape[2:] != grid:
             shape = tuple(mask.shape)
             raise ValueError(f"mask {shape} does not fit the feature grid {tuple(grid)}")

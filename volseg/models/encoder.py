@@ -1,19 +1,22 @@
 """SliceEncoder: a timm DINOv2 ViT applied to every 2D slice of a volume.
 
 A volume batch ``(B, C, X, Y, Z)`` (MONAI order, after ``Orientationd("RAS")``) is cut into
-whole slices along the slice axis, each slice is mapped to 3 normalised RGB channels, padded to
-a multiple of the patch size and encoded; the patch tokens are put back into a feature volume
-that keeps the axis order ``(X, Y, Z)``: the slice axis keeps full resolution, the two in-plane
-axes shrink by the patch size (14).
+whole slices along the slice axis, each slice is mapped to 3 normalised RGB channels, resized to
+the encoder's ``input_size`` (optional), padded to a multiple of the patch size and encoded; the
+patch tokens are put back into a feature volume that keeps the axis order ``(X, Y, Z)``: the
+slice axis keeps full resolution, the two in-plane axes hold the token grid
+(:func:`~volseg.models.slicing.feature_grid`; without scaling ``ceil(n / 14)``).
 
 Conventions:
 
 - Input intensities are expected scaled to ``[0, 1]`` (CT windowed, MRI normalised); the
   encoder applies its own ImageNet mean/std (from timm's ``pretrained_cfg``) after mapping the
   channels to RGB.
-- Padding happens *after* normalisation, at the high end of both in-plane axes, with zeros: the
-  padded pixels hold the normalised value 0, i.e. the ImageNet mean colour, the most neutral
-  input a DINOv2 has seen. Patch ``i`` covers voxels ``[14 i, 14 (i + 1))``.
+- Resizing (``input_size``: the longer in-plane side becomes that many pixels, aspect kept,
+  bilinear) and padding happen *after* normalisation. Padding is at the high end of both
+  in-plane axes, with zeros: the padded pixels hold the normalised value 0, i.e. the ImageNet
+  mean colour, the most neutral input a DINOv2 has seen. Patch ``i`` covers resized pixels
+  ``[14 i, 14 (i + 1))``; :mod:`volseg.models.slicing` maps tokens back onto voxels.
 - Slices are never cropped: DINOv2 attends globally inside an image, so a slice is one image.
 """
 
@@ -34,18 +37,12 @@ from torch import Tensor, nn
 from volseg.config.schema import EncoderConfig
 from volseg.errors import VolsegError
 from volseg.models.registry import ENCODERS
-from volseg.models.slicing import feature_grid, slice_dim
+from volseg.models.slicing import SLICING, feature_grid, resize_slices, slice_dim
 
 __all__ = ["SliceEncoder", "build_vit"]  # timm's register_model appends the test-size ViTs
 
-# slice axis -> (volume -> stacked slices, stacked features -> feature volume)
-_SLICING = {
-    "axial": ("b c x y z -> (b z) c x y", "(b z) e x y -> b e x y z"),
-    "coronal": ("b c x y z -> (b y) c x z", "(b y) e x z -> b e x y z"),
-    "sagittal": ("b c x y z -> (b x) c y z", "(b x) e y z -> b e x y z"),
-}
 CHANNEL_ADAPTERS = ("repeat", "learned")
-FUSIONS = ("mean", "concat")
+FUSIONS = ("mean", "concat", "stack")
 
 _TINY = dict(embed_dim=48, depth=3, num_heads=2)  # DINOv2-S blocks, a CPU-test size
 
@@ -122,17 +119,21 @@ class SliceEncoder(nn.Module):
         chunk: slices per ViT call; bounds memory, does not change the result.
         layers: block indices whose outputs are fused (negative counts from the end); None uses
             the last block. Every block output goes through the final LayerNorm first.
-        fusion: how several ``layers`` are fused: ``"mean"`` (average, no parameters) or
+        fusion: how several ``layers`` are fused: ``"mean"`` (average, no parameters),
             ``"concat"`` (concatenate, then a learned 1x1 projection back to E, initialised to
-            the average).
+            the average) or ``"stack"`` (concatenate and keep: ``len(layers) * E`` channels,
+            block by block, for multi-scale heads).
         channel_adapter: ``"repeat"`` copies a single channel to RGB; ``"learned"`` is a
             ``Conv2d(C, 3, 1)`` initialised to the channel mean repeated (exactly ``"repeat"``
             for C = 1). Both are followed by the ImageNet normalisation.
         img_size: size of the stored position-embedding grid; default the model's native size.
+        input_size: pixels of the longer in-plane side the ViT sees (slices are resized, aspect
+            kept); None encodes slices at their own size.
 
     Attributes:
         vit: the timm VisionTransformer.
-        embed_dim: feature size E (also ``out_channels``).
+        embed_dim: width E of one block's features.
+        out_channels: feature channels, E (or ``len(layers) * E`` with ``fusion="stack"``).
         patch_size: in-plane shrink factor (14 for DINOv2).
         adaptation: training mode set by :func:`~volseg.models.adapt.apply_adaptation`
             (``"full"`` until then).
@@ -150,6 +151,7 @@ class SliceEncoder(nn.Module):
         fusion: str = "mean",
         channel_adapter: str = "repeat",
         img_size: int | None = None,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         slice_dim(slice_axis)  # raises for an unknown axis
@@ -157,6 +159,8 @@ class SliceEncoder(nn.Module):
         _check_choice("channel_adapter", channel_adapter, CHANNEL_ADAPTERS)
         if chunk < 1:
             raise VolsegError(f"encoder chunk must be at least 1 (got {chunk})")
+        if input_size is not None and input_size < 14:
+            raise VolsegError(f"encoder input_size must be >= 14 or native (got {input_size})")
         if channel_adapter == "repeat" and in_channels != 1:
             raise VolsegError(
                 f"channel_adapter 'repeat' needs 1 input channel (got {in_channels}): set "
@@ -172,9 +176,12 @@ class SliceEncoder(nn.Module):
         self.in_channels = in_channels
         self.slice_axis = slice_axis
         self.chunk = chunk
-        self.embed_dim = self.out_channels = int(self.vit.embed_dim)
+        self.input_size = input_size
+        self.embed_dim = int(self.vit.embed_dim)
         self.patch_size = int(self.vit.patch_embed.patch_size[0])
         self.layers = _block_indices(layers, len(self.vit.blocks))
+        self.stack = fusion == "stack"
+        self.out_channels = self.embed_dim * (len(self.layers) if self.stack else 1)
         self.adaptation = "full"
 
         cfg = self.vit.pretrained_cfg or {}
@@ -210,8 +217,9 @@ class SliceEncoder(nn.Module):
         return self
 
     def feature_shape(self, spatial_shape: Sequence[int]) -> tuple[int, int, int, int]:
-        """Feature-volume shape ``(E, x, y, z)`` for an input of spatial shape ``(X, Y, Z)``."""
-        return (self.embed_dim, *feature_grid(spatial_shape, self.slice_axis, self.patch_size))
+        """Feature-volume shape ``(F, x, y, z)`` for an input of spatial shape ``(X, Y, Z)``."""
+        grid = feature_grid(spatial_shape, self.slice_axis, self.patch_size, self.input_size)
+        return (self.out_channels, *grid)
 
     def forward(self, x: Tensor) -> Tensor:
         """Encode every slice of ``x``.
@@ -220,8 +228,8 @@ class SliceEncoder(nn.Module):
             x: ``(B, C, X, Y, Z)`` intensities scaled to ``[0, 1]``.
 
         Returns:
-            ``(B, E, *feature_shape((X, Y, Z))[1:])``, e.g. ``(B, E, ceil(X/14), ceil(Y/14), Z)``
-            for axial slicing.
+            ``(B, F, *feature_shape((X, Y, Z))[1:])``, e.g. ``(B, E, ceil(X/14), ceil(Y/14), Z)``
+            for axial slicing without input scaling.
 
         Raises:
             VolsegError: ``x`` is not 5D or has a channel count other than ``in_channels``.
@@ -233,7 +241,7 @@ class SliceEncoder(nn.Module):
             )
         if not x.is_floating_point():
             x = x.float()
-        to_slices, to_volume = _SLICING[self.slice_axis]
+        to_slices, to_volume = SLICING[self.slice_axis]
         slices = rearrange(x, to_slices)
         feats = torch.cat([self._encode_slices(s) for s in slices.split(self.chunk)], dim=0)
         return rearrange(feats, to_volume, b=x.shape[0])
@@ -259,11 +267,14 @@ class SliceEncoder(nn.Module):
             yield from self.adapter.parameters()
 
     def _encode_slices(self, slices: Tensor) -> Tensor:
-        """``(N, C, H, W)`` slices -> ``(N, E, ceil(H/14), ceil(W/14))`` patch features."""
+        """``(N, C, H, W)`` slices -> ``(N, F, h', w')`` patch features (the token grid)."""
         track = torch.is_grad_enabled() and (
             slices.requires_grad or any(p.requires_grad for p in self._input_path_params())
         )
         with torch.set_grad_enabled(track):  # frozen: no graph, features are cacheable
+            # Resizing is linear and weights sum to 1, so it commutes with the adapter and the
+            # normalisation: resize the C input channels, not the 3 RGB ones.
+            slices = resize_slices(slices, self.input_size)
             rgb = self.adapter(slices) if self.adapter is not None else slices.expand(-1, 3, -1, -1)
             rgb = (rgb - self.mean) / self.std
             h, w = rgb.shape[-2:]
@@ -279,6 +290,8 @@ class SliceEncoder(nn.Module):
             )
         if len(maps) == 1:
             return maps[0]
+        if self.stack:
+            return torch.cat(maps, dim=1)
         if self.fuse is not None:
             return self.fuse(torch.cat(maps, dim=1))
         return torch.stack(maps).mean(dim=0)
@@ -326,6 +339,7 @@ def _dinov2_builder(name: str):
             layers=cfg.layers,
             fusion=cfg.fusion,
             channel_adapter=cfg.channel_adapter,
+            input_size=None if cfg.input_size == "native" else cfg.input_size,
         )
 
     build.__qualname__ = f"dinov2_encoder[{name}]"

@@ -74,6 +74,11 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 HEADS = Registry(
     "head",
-    modules=("volseg.models.seg_head", "volseg.models.cls_head", "volseg.models.baselines"),
+    modules=(
+        "volseg.models.seg_head",
+        "volseg.models.pyramid_head",
+        "volseg.models.cls_head",
+        "volseg.models.baselines",
+    ),
 )
 ENCODERS = Registry("encoder", modules=("volseg.models.encoder", "volseg.models.baselines"))

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from volseg.models.registry import HEADS
-from volseg.models.slicing import along, feature_grid, slice_dim
+from volseg.models.slicing import along, feature_grid, slice_dim, tokens_to_grid
 
 
 def _conv_norm_act(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.Sequential:
@@ -63,6 +63,9 @@ class SegHead3D(nn.Module):
         slice_axis: ``"axial"`` (Z), ``"coronal"`` (Y) or ``"sagittal"`` (X).
         anisotropic: in-plane + cross-slice kernel pairs instead of 3x3x3.
         dropout: channel dropout on the feature grid (training only).
+        input_size: the encoder's input size; with one, the token grid is first resampled onto
+            the image's patch grid (``ceil(X / patch_size)``), see :mod:`volseg.models.slicing`.
+        feature_blocks: ViT blocks stacked in ``in_channels`` (the projection reads them all).
     """
 
     def __init__(
@@ -77,9 +80,12 @@ class SegHead3D(nn.Module):
         slice_axis: str = "axial",
         anisotropic: bool = True,
         dropout: float = 0.0,
+        input_size: int | None = None,
+        feature_blocks: int = 1,
     ) -> None:
         super().__init__()
         self.patch_size, self.slice_axis = patch_size, slice_axis
+        self.input_size = input_size
         dim = slice_dim(slice_axis)
         k1, k2 = (along(dim, 3, 1), along(dim, 1, 3)) if anisotropic else ((3, 3, 3),) * 2
         mid, fine = max(channels // 2, 8), max(channels // 4, 8)
@@ -120,13 +126,20 @@ class SegHead3D(nn.Module):
             Logits ``(B, K, X, Y, Z)``.
         """
         size = tuple(image.shape[2:])
-        expected = feature_grid(size, self.slice_axis, self.patch_size)
+        expected = feature_grid(size, self.slice_axis, self.patch_size, self.input_size)
         if tuple(features.shape[2:]) != expected:
             raise ValueError(
                 f"features {tuple(features.shape)} do not fit image {tuple(image.shape)} "
-                f"({self.slice_axis}, patch {self.patch_size}): expected grid {expected}"
+                f"({self.slice_axis}, patch {self.patch_size}, input size {self.input_size}): "
+                f"expected grid {expected}"
             )
-        x = self.dropout(self.blocks(self.project(features)))
+        x = self.project(features)
+        if self.input_size is not None:  # tokens -> the image's own patch grid
+            x = tokens_to_grid(
+                x, size, self.slice_axis, patch_size=self.patch_size,
+                input_size=self.input_size, stride=self.patch_size,
+            )  # fmt: skip
+        x = self.dropout(self.blocks(x))
         x = self.upsample(x)[:, :, : size[0], : size[1], : size[2]]  # drop the in-plane padding
         x = self.fuse(torch.cat([x, self.stem(image)], dim=1))
         return self.classify(x)
