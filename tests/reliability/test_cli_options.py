@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from tests.reliability.conftest import ROOT, changed, error_line, snapshot, volseg
+from volseg.errors import VolsegError
+from volseg.inference import InferenceOptions
 
 ABSENT_GPU = "cuda:99" if torch.cuda.is_available() else "cuda"
 
@@ -24,10 +26,7 @@ ABSENT_GPU = "cuda:99" if torch.cuda.is_available() else "cuda"
         (["--device", "banana"], "error: --device 'banana' is not a device; use cpu, cuda or "),
         (["--stitch-device", "banana"], "error: --stitch-device 'banana' is not a device; "),
         (["--overlap", "1.0"], "error: --overlap must be in [0, 1), got 1.0"),
-        (["--overlap", "-0.1"], "error: --overlap must be in [0, 1), got -0.1"),
         (["--sw-batch-size", "0"], "error: --sw-batch-size must be >= 1, got 0"),
-        (["--roi-slices", "-1"], "error: --roi-slices must be >= 0 (0 = whole volume), got -1"),
-        (["--chunk", "0"], "error: --chunk must be >= 1, got 0"),
     ],
 )
 def test_predict_refuses_a_bad_option_before_any_case(organs, seg_model, tmp_path, option, message):
@@ -37,6 +36,25 @@ def test_predict_refuses_a_bad_option_before_any_case(organs, seg_model, tmp_pat
     assert result.returncode == 2
     assert error_line(result).startswith(message)
     assert changed(before, tmp_path) == []  # no output folder, no timings.csv
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"overlap": -0.1}, "--overlap must be in [0, 1), got -0.1"),
+        ({"overlap": float("nan")}, "--overlap must be in [0, 1), got nan"),
+        ({"roi_slices": -1}, "--roi-slices must be >= 0 (0 = whole volume), got -1"),
+        ({"chunk": 0}, "--chunk must be >= 1, got 0"),
+        ({"top_slices": 0}, "--top-slices must be >= 1, got 0"),
+        ({"mode": "median"}, "--blend 'median' is not one of gaussian, constant"),
+        ({"device": "cuda:x"}, "--device 'cuda:x' is not a device; use cpu, cuda or cuda:N"),
+    ],
+)
+def test_inference_options_refuse_what_no_case_could_run_with(options, message):
+    """The same rule in Python: InferenceOptions checks itself when made."""
+    with pytest.raises(VolsegError) as error:
+        InferenceOptions(**options)
+    assert str(error.value) == message
 
 
 def test_train_takes_overrides_after_flags(train_config, tmp_path):
