@@ -46,6 +46,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(config_file, tmp_path, capsy
     assert args.run(args) == 0
     out = capsys.readouterr().out
     assert "plan for run 'cli'" in out and "x 3 epochs" in out
+    # 32 x 32 phantoms resized to 224 px: 16 x 16 tokens of 48 fp16 channels, 12 slices each
+    assert "16 x 16 tokens per slice (input size 224 px" in out
+    cases = int(out.split("feature cache about ")[1].split(" MB for ")[1].split()[0])
+    mb = float(out.split("feature cache about ")[1].split()[0])
+    assert mb == pytest.approx(cases * 16 * 16 * 12 * 48 * 2 / 1e6, abs=0.05)
+    args = parse(str(config_file), *TINY_MODEL, "model.encoder.input_size=native", "--dry-run")
+    assert args.run(args) == 0
+    assert "3 x 3 tokens per slice (native size" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
 
 

@@ -211,7 +211,7 @@ def token_note(plan: Plan, feature_channels: int, patch_size: int) -> str:
     size = "native size" if input_size is None else f"input size {input_size} px"
     return (
         f"{shown[0]} x {shown[1]} tokens per slice ({size}, patch {patch_size}; median case), "
-        f"{int(np.median(tokens))} median; feature cache about {total / 1e9:.2f} GB for "
+        f"{int(np.median(tokens))} median; feature cache about {total / 1e6:,.1f} MB for "
         f"{cases} cases ({feature_channels} fp16 channels per token)"
     )
 
