@@ -133,7 +133,8 @@ def _bench_model(model: BenchModel, cfg: BenchConfig, out: Path, *, progress: bo
         run: Path = Path(model.run)
     else:
         overrides = [*model.overrides, f"output_dir={out / 'runs'}", f"name={model.name}"]
-        run = run_training(load_config(Config, model.config or None, overrides), progress=progress)
+        config = load_config(Config, model.config or None, overrides)
+        run = run_training(config, progress=progress, stop_raises=True)  # Ctrl-C ends the bench
     train_seconds = time.perf_counter() - started
     predictions = out / "predictions" / model.name
     result = predict_cohort(

@@ -102,7 +102,7 @@ def run_demo(
                 *overrides,
             ],
         )
-        run = run_training(config)
+        run = run_training(config, stop_raises=True)  # Ctrl-C stops the demo, not one step
         predictions = out / "predictions" / task
         result = predict_cohort(run, test_set, predictions)
         if result.exit_code:
