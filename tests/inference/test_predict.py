@@ -51,7 +51,13 @@ def test_resampling_preprocessing_still_gives_the_input_grid(tmp_path):
     probs = result.probabilities
     assert probs.dtype == np.float16 and probs.shape == (3, *image.shape)
     np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1.0, atol=2e-3)
-    np.testing.assert_array_equal(class_labels(probs, [0, 1, 4]), result.labels.array)
+    # The labels come from float32 probabilities; the stored ones are fp16, whose rounding can
+    # flip a near-tie of this random model: compare where the two best differ by more.
+    top2 = np.sort(probs.astype(np.float32), axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 2e-3
+    assert clear.mean() > 0.95
+    got = class_labels(probs, [0, 1, 4])
+    np.testing.assert_array_equal(got[clear], result.labels.array[clear])
 
 
 def test_cropped_air_is_background_with_probability_one(seg_checkpoint):
