@@ -19,8 +19,8 @@ the foundation features::
 - Resampling follows :mod:`volseg.models.slicing`: a token's features land on the voxels it saw,
   whatever the encoder's ``input_size``.
 - Each stage is two convolutions with a residual path around the second; without it the
-  deep path (about 35 layers) learned the organ phantoms half as fast (validation Dice 0.42 vs 0.72 after
-  10 epochs).
+  deep path (about 35 layers) learned the organ phantoms half as fast (validation Dice 0.42
+  vs 0.72 after 10 epochs).
 - Every convolution is factorised (``anisotropic``, the default): an in-plane 3 x 3 conv run as
   2D over the slices, then a cross-slice conv of 3, each with InstanceNorm and GELU. It sees
   what a 3x3x3 conv sees, never mixes thick slices like in-plane neighbours, and trains 4x
