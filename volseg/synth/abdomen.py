@@ -22,20 +22,16 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from volseg.data.manifest import Case, ImageSource, Manifest, save_manifest
-from volseg.io import Image, write_image
+from volseg.io import Image
 from volseg.synth.shapes import (
     Grid,
     SynthCase,
-    case_ids,
-    case_rng,
-    check_request,
     geometry_params,
     orient,
     partial_volume,
     random_geometry,
     smooth_field,
-    write_params,
+    write_ct_segmentation_set,
 )
 
 ABDOMEN_LABELS: dict[int, str] = {0: "background", 1: "spleen", 2: "liver", 3: "kidney"}
@@ -411,16 +407,12 @@ def synthesize_abdomen(
     Returns:
         The manifest path.
     """
-    shape = check_request(cases, shape)
-    out_dir = Path(out_dir).resolve()
-    entries, drawn = [], []
-    for k, case_id in enumerate(case_ids("abdomen", cases)):
-        image, label, params = make_abdomen_case(case_rng(seed, k), shape)
-        image_path = write_image(image, out_dir / "imagesTr" / f"{case_id}.nii.gz")
-        label_path = write_image(label, out_dir / "labelsTr" / f"{case_id}.nii.gz", label=True)
-        entries.append(Case(case_id, {"CT": ImageSource(image_path)}, label=label_path))
-        drawn.append({"id": case_id, **params})
-    request = {"kind": "abdomen", "cases": cases, "shape": list(shape), "seed": seed}
-    write_params(out_dir, {**request, "labels": ABDOMEN_LABELS, "cases_drawn": drawn})
-    manifest = Manifest("synthetic_abdomen", "segmentation", ["CT"], entries, labels=ABDOMEN_LABELS)
-    return save_manifest(manifest, out_dir / "manifest.json")
+    return write_ct_segmentation_set(
+        out_dir,
+        kind="abdomen",
+        make_case=make_abdomen_case,
+        labels=ABDOMEN_LABELS,
+        cases=cases,
+        shape=shape,
+        seed=seed,
+    )

@@ -18,15 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.data.manifest import Case, ImageSource, Manifest, save_manifest
-from volseg.io import Image, write_image
+from volseg.io import Image
 from volseg.synth.shapes import (
     Ellipsoid,
     Grid,
     SynthCase,
-    case_ids,
-    case_rng,
-    check_request,
     deformed_blob,
     geometry_params,
     orient,
@@ -34,7 +30,7 @@ from volseg.synth.shapes import (
     random_geometry,
     random_rotation,
     smooth_field,
-    write_params,
+    write_ct_segmentation_set,
 )
 
 ORGAN_LABELS: dict[int, str] = {
@@ -231,16 +227,12 @@ def synthesize_organs(
     Returns:
         The manifest path.
     """
-    shape = check_request(cases, shape)
-    out_dir = Path(out_dir).resolve()
-    entries, drawn = [], []
-    for k, case_id in enumerate(case_ids("organs", cases)):
-        image, label, params = make_organ_case(case_rng(seed, k), shape)
-        image_path = write_image(image, out_dir / "imagesTr" / f"{case_id}.nii.gz")
-        label_path = write_image(label, out_dir / "labelsTr" / f"{case_id}.nii.gz", label=True)
-        entries.append(Case(case_id, {"CT": ImageSource(image_path)}, label=label_path))
-        drawn.append({"id": case_id, **params})
-    request = {"kind": "organs", "cases": cases, "shape": list(shape), "seed": seed}
-    write_params(out_dir, {**request, "labels": ORGAN_LABELS, "cases_drawn": drawn})
-    manifest = Manifest("synthetic_organs", "segmentation", ["CT"], entries, labels=ORGAN_LABELS)
-    return save_manifest(manifest, out_dir / "manifest.json")
+    return write_ct_segmentation_set(
+        out_dir,
+        kind="organs",
+        make_case=make_organ_case,
+        labels=ORGAN_LABELS,
+        cases=cases,
+        shape=shape,
+        seed=seed,
+    )

@@ -11,6 +11,7 @@ in physical space while exercising LPS/RAS and flipped-axis handling downstream.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,7 +19,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from volseg.data.manifest import Case, ImageSource, Manifest, save_manifest
 from volseg.errors import VolsegError
+from volseg.io import write_image
 from volseg.io.atomic import atomic_path
 from volseg.io.image import Geometry, Image
 
@@ -293,3 +296,38 @@ def write_params(out_dir: Path, params: dict[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(rounded(params), indent=2) + "\n")
     return path
+
+
+def write_ct_segmentation_set(
+    out_dir: str | Path,
+    *,
+    kind: str,
+    make_case: Callable[[np.random.Generator, tuple[int, int, int]], SynthCase],
+    labels: dict[int, str],
+    cases: int,
+    shape: tuple[int, int, int],
+    seed: int,
+) -> Path:
+    """Write ``cases`` CT phantoms of one generator and their volseg manifest.
+
+    Layout: ``imagesTr/<kind>_000.nii.gz`` (int16 HU), ``labelsTr/<kind>_000.nii.gz`` (uint8,
+    ``labels``), ``manifest.json`` (dataset ``synthetic_<kind>``, task segmentation, modality
+    ``CT``) and ``synth.json`` (the request and every case's drawn parameters). Case ``k``
+    depends only on ``seed`` and ``k`` (:func:`case_rng`).
+
+    Returns:
+        The manifest path.
+    """
+    shape = check_request(cases, shape)
+    out_dir = Path(out_dir).resolve()
+    entries, drawn = [], []
+    for k, case_id in enumerate(case_ids(kind, cases)):
+        image, label, params = make_case(case_rng(seed, k), shape)
+        image_path = write_image(image, out_dir / "imagesTr" / f"{case_id}.nii.gz")
+        label_path = write_image(label, out_dir / "labelsTr" / f"{case_id}.nii.gz", label=True)
+        entries.append(Case(case_id, {"CT": ImageSource(image_path)}, label=label_path))
+        drawn.append({"id": case_id, **params})
+    request = {"kind": kind, "cases": cases, "shape": list(shape), "seed": seed}
+    write_params(out_dir, {**request, "labels": labels, "cases_drawn": drawn})
+    manifest = Manifest(f"synthetic_{kind}", "segmentation", ["CT"], entries, labels=labels)
+    return save_manifest(manifest, out_dir / "manifest.json")
