@@ -34,7 +34,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from volseg.models.registry import HEADS
-from volseg.models.slicing import SLICING, along, feature_grid, slice_dim, tokens_to_grid
+from volseg.models.slicing import SLICING, along, check_feature_grid, slice_dim, tokens_to_grid
 
 
 class _InPlane(nn.Module):
@@ -165,13 +165,7 @@ class PyramidHead3D(nn.Module):
             Logits ``(B, K, X, Y, Z)``.
         """
         size = tuple(image.shape[2:])
-        expected = feature_grid(size, self.slice_axis, self.patch_size, self.input_size)
-        if tuple(features.shape[2:]) != expected:
-            raise ValueError(
-                f"features {tuple(features.shape)} do not fit image {tuple(image.shape)} "
-                f"({self.slice_axis}, patch {self.patch_size}, input size {self.input_size}): "
-                f"expected grid {expected}"
-            )
+        check_feature_grid(features, size, self.slice_axis, self.patch_size, self.input_size)
         skips = [self.stem(image)]
         for down in self.down:
             skips.append(down(skips[-1]))

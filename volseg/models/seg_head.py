@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from volseg.models.registry import HEADS
-from volseg.models.slicing import along, feature_grid, slice_dim, tokens_to_grid
+from volseg.models.slicing import along, check_feature_grid, slice_dim, tokens_to_grid
 
 
 def _conv_norm_act(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.Sequential:
@@ -126,13 +126,7 @@ class SegHead3D(nn.Module):
             Logits ``(B, K, X, Y, Z)``.
         """
         size = tuple(image.shape[2:])
-        expected = feature_grid(size, self.slice_axis, self.patch_size, self.input_size)
-        if tuple(features.shape[2:]) != expected:
-            raise ValueError(
-                f"features {tuple(features.shape)} do not fit image {tuple(image.shape)} "
-                f"({self.slice_axis}, patch {self.patch_size}, input size {self.input_size}): "
-                f"expected grid {expected}"
-            )
+        check_feature_grid(features, size, self.slice_axis, self.patch_size, self.input_size)
         x = self.project(features)
         if self.input_size is not None:  # tokens -> the image's own patch grid
             x = tokens_to_grid(

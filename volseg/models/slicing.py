@@ -88,6 +88,23 @@ def feature_grid(
     )
 
 
+def check_feature_grid(
+    features: Tensor,
+    image_shape: Sequence[int],
+    slice_axis: str,
+    patch_size: int,
+    input_size: int | None,
+) -> None:
+    """Raise ValueError unless ``features`` lie on :func:`feature_grid` of ``image_shape``."""
+    expected = feature_grid(image_shape, slice_axis, patch_size, input_size)
+    if tuple(features.shape[2:]) != expected:
+        raise ValueError(
+            f"features {tuple(features.shape)} do not fit an image of {tuple(image_shape)} "
+            f"({slice_axis}, patch {patch_size}, input size {input_size}): "
+            f"expected grid {expected}"
+        )
+
+
 def resize_slices(slices: Tensor, input_size: int | None) -> Tensor:
     """``(N, C, H, W)`` slices -> ``(N, C, h, w)`` at :func:`resized_extent` (bilinear)."""
     size = resized_extent(slices.shape[-2:], input_size)
