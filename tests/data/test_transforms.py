@@ -15,6 +15,7 @@ from monai.transforms import CropForegroundd, Randomizable
 from tests.conftest import rotation
 from volseg.config.schema import DataConfig
 from volseg.data import Case, ImageSource
+from volseg.data.invert import invert_prediction
 from volseg.data.loading import LoadVolumed, case_to_dict, load_volume, reference_geometry
 from volseg.data.transforms import (
     FEATURE_SAFE_TRANSFORMS,
@@ -23,7 +24,6 @@ from volseg.data.transforms import (
     TorchioAugmentd,
     ZeroAbsentModalitiesd,
     build_transforms,
-    invert_prediction,
 )
 from volseg.errors import VolsegError
 from volseg.io import Geometry, Image, read_image, write_image, write_like

@@ -133,6 +133,11 @@ def load_volume(
             f"{reference.path}: loads as {array.shape[0]} channels, expected {channels} "
             "(one per modality); check the manifest's modalities and channels"
         )
+    return meta_volume(array, reference)
+
+
+def meta_volume(array: np.ndarray, reference: Image) -> MetaTensor:
+    """``(C, X, Y, Z)`` array -> MetaTensor with ``reference``'s RAS affine and file name."""
     affine = torch.as_tensor(reference.affine, dtype=torch.float64)
     meta = {
         MetaKeys.ORIGINAL_AFFINE: reference.affine.copy(),

@@ -57,13 +57,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
 from monai.transforms import (
     AsDiscreted,
     Compose,
     CropForegroundd,
     EnsureTyped,
-    Invertd,
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
@@ -313,7 +311,7 @@ def build_transforms(
         task: ``segmentation`` (guides slabs by ``label``) or ``classification`` (by ``mask``).
         modalities: modality names; the image must load with one channel per modality.
         train: add slab sampling and augmentation; False keeps the whole volume (validation,
-            inference) and the pipeline is invertible with :func:`invert_prediction`.
+            inference) and the pipeline is invertible with :func:`~volseg.data.invert.invert_prediction`.
         slice_axis: ``axial``, ``coronal`` or ``sagittal``; slabs and quarter turns follow it.
         for_cached_features: after preprocessing keep only :data:`FEATURE_SAFE_TRANSFORMS`.
         extra_keys: keys already in the dict on the preprocessed grid's slice axis (e.g. cached
@@ -440,47 +438,3 @@ def _augmentations(
         RandGaussianNoised("image", prob=0.15, std=0.03),
     ]
     return out
-
-
-def invert_prediction(
-    pred: torch.Tensor | np.ndarray,
-    data: Mapping[Hashable, Any],
-    transforms: Compose,
-    key: str = "image",
-    *,
-    nearest: bool | None = None,
-) -> torch.Tensor:
-    """Map a prediction from the preprocessed grid back onto the input file's grid.
-
-    Undoes, through MONAI's ``Invertd``, every invertible step recorded on ``data[key]``
-    (foreground crop, spacing, orientation), in reverse.
-
-    Args:
-        pred: ``(K, X', Y', Z')`` probabilities/logits or ``(1, X', Y', Z')`` label map on the
-            grid of ``data[key]``.
-        data: one (un-batched; see ``monai.data.decollate_batch``) dict output by the
-            validation pipeline (``train=False``).
-        transforms: that pipeline.
-        key: the key whose recorded transforms are undone.
-        nearest: nearest-neighbour resampling (label maps) or the recorded linear one
-            (probabilities); None picks nearest for integer ``pred``.
-
-    Returns:
-        ``(K or 1, X, Y, Z)`` MetaTensor on the original grid (its ``affine`` is the file's),
-        with ``pred``'s dtype; write it with :func:`volseg.io.write_like`.
-    """
-    reference = data[key]
-    pred = torch.as_tensor(pred)
-    if not isinstance(reference, MetaTensor) or pred.shape[1:] != reference.shape[1:]:
-        raise ValueError(
-            f"pred {tuple(pred.shape)} must lie on the grid of the MetaTensor data['{key}'] "
-            f"{tuple(getattr(reference, 'shape', ()))} output by the validation pipeline"
-        )
-    dtype = pred.dtype
-    if nearest is None:
-        nearest = not pred.is_floating_point()
-    # A plain tensor would make Invertd look for a legacy trace key and silently do nothing.
-    pred = MetaTensor(pred.float())
-    inverter = Invertd("pred", transform=transforms, orig_keys=key, nearest_interp=nearest)
-    out = inverter({key: reference, "pred": pred})["pred"]
-    return out.to(dtype)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from volseg.data.loading import meta_volume
 from volseg.data.manifest import ImageSource
 from volseg.errors import VolsegError
 from volseg.io import Image, read_image
@@ -104,27 +104,12 @@ def to_data(case: CaseInput, modalities: Sequence[str]) -> dict[str, Any]:
     zeros = np.zeros(reference.shape, dtype=np.float32)
     array = np.stack([zeros if i is None else i.array.astype(np.float32) for i in case.images])
     data: dict[str, Any] = {
-        "image": _meta_volume(array, reference),
+        "image": meta_volume(array, reference),
         "presence": np.array([i is not None for i in case.images], dtype=np.float32),
     }
     if case.mask is not None:
-        data["mask"] = _meta_volume(case.mask.array[None].astype(np.float32), reference)
+        data["mask"] = meta_volume(case.mask.array[None].astype(np.float32), reference)
     return data
-
-
-def _meta_volume(array: np.ndarray, reference: Image) -> Any:
-    from monai.data import MetaTensor
-    from monai.utils import MetaKeys, SpaceKeys
-
-    meta = {
-        MetaKeys.ORIGINAL_AFFINE: reference.affine.copy(),
-        MetaKeys.SPATIAL_SHAPE: np.asarray(reference.shape, dtype=np.int64),
-        MetaKeys.SPACE: SpaceKeys.RAS,
-        MetaKeys.ORIGINAL_CHANNEL_DIM: 0,
-        "filename_or_obj": str(reference.path),
-    }
-    affine = torch.as_tensor(reference.affine, dtype=torch.float64)
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine, meta=meta)
 
 
 def _read_source(source: Source) -> Image:

@@ -12,7 +12,7 @@ Options live in :mod:`volseg.inference.options`, reading a case's files in
   foreground crop. Users never re-type it.
 - **Segmentation**: slab sliding windows with the encoder run once per slice
   (:mod:`volseg.inference.window`), optional mirror TTA, softmax, then the probabilities are
-  taken back to the input grid with :func:`~volseg.data.transforms.invert_prediction`, argmaxed
+  taken back to the input grid with :func:`~volseg.data.invert.invert_prediction`, argmaxed
   and mapped to label values. The label map carries the input image's exact geometry.
 - **Grading**: each present modality is encoded once over the whole volume and the MIL head
   runs once; no windows (the head pools over all slices, so a window would change the answer).
@@ -36,8 +36,9 @@ from monai.transforms import Compose
 from torch import nn
 
 from volseg.config import Config
+from volseg.data.invert import invert_prediction
 from volseg.data.loading import LoadVolumed
-from volseg.data.transforms import build_transforms, invert_prediction
+from volseg.data.transforms import build_transforms
 from volseg.errors import VolsegError
 from volseg.inference.case_input import CaseInput, Source, read_case, to_data
 from volseg.inference.options import InferenceOptions
