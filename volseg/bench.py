@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from volseg.config import Config, load_config
-from volseg.config.loader import save_config
+from volseg.config.dump import save_config
 from volseg.errors import VolsegError
 from volseg.io.atomic import atomic_path
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from volseg.config.loader import config_keys, from_dict, load_config, save_config, to_dict
+from volseg.config.dump import save_config, to_dict
+from volseg.config.introspect import config_keys
+from volseg.config.loader import from_dict, load_config
 from volseg.config.schema import (
     Config,
     DataConfig,

@@ -15,27 +15,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
 import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from volseg.config.introspect import all_paths, describe, field_default, type_hints, type_name
 from volseg.errors import VolsegError
-from volseg.io.atomic import atomic_path
 
 T = TypeVar("T")
 
 BASE_KEY = "base"  # top-level YAML key naming the file(s) to load first; never a schema key
 _NONE = type(None)
-_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 _BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 _BOOL_TAG = "tag:yaml.org,2002:bool"
-_FLOAT_TAG = "tag:yaml.org,2002:float"
+FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -54,29 +52,12 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-class _Dumper(yaml.SafeDumper):
-    """Safe dumper for readable configs: sections as blocks, lists of scalars inline.
-
-    It also quotes strings that our loader would read as floats (``'1e-3'``).
-    """
-
-    def represent_dict(self, data: Any) -> yaml.MappingNode:
-        return self.represent_mapping("tag:yaml.org,2002:map", data, flow_style=False)
-
-    def represent_list(self, data: Any) -> yaml.SequenceNode:
-        inline = all(not isinstance(v, (list, tuple, dict)) for v in data)
-        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=inline)
-
-
 _Loader.yaml_implicit_resolvers = {
     char: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
     for char, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(_BOOL_TAG, _BOOL_12, list("tTfF"))
-for _cls in (_Loader, _Dumper):
-    _cls.add_implicit_resolver(_FLOAT_TAG, _FLOAT_12, list("-+0123456789."))
-_Dumper.add_representer(dict, _Dumper.represent_dict)
-_Dumper.add_representer(list, _Dumper.represent_list)
+_Loader.add_implicit_resolver(FLOAT_TAG, FLOAT_12, list("-+0123456789."))
 
 
 # ----------------------------------------------------------------------------- building
@@ -101,7 +82,7 @@ class _Context:
     def type_error(self, key: str, expected: str, value: Any) -> VolsegError:
         return VolsegError(
             f"config key '{key}' in {self.source_of(key)}: expected {expected}, "
-            f"got {_describe(value)}"
+            f"got {describe(value)}"
         )
 
 
@@ -130,9 +111,7 @@ def from_dict(schema_cls: type[T], data: Mapping[str, Any], *, source: str) -> T
 
 def _from_dict(schema_cls: type[T], data: Any, ctx: _Context) -> T:
     if not isinstance(data, Mapping):
-        raise VolsegError(
-            f"config in {ctx.source} must be a mapping of keys, got {_describe(data)}"
-        )
+        raise VolsegError(f"config in {ctx.source} must be a mapping of keys, got {describe(data)}")
     return _build(schema_cls, data, ctx, prefix="", base=None)
 
 
@@ -142,12 +121,12 @@ def _build(cls: type[T], data: Mapping[str, Any], ctx: _Context, prefix: str, ba
     for key in data:
         if key not in fields:
             raise _unknown_key(cls, prefix, key, ctx)
-    hints = _type_hints(cls)
+    hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
         key = prefix + name
         if name in data:
-            default = getattr(base, name) if base is not None else _field_default(field)
+            default = getattr(base, name) if base is not None else field_default(field)
             kwargs[name] = _coerce(hints[name], data[name], key, ctx, default)
         elif base is not None:
             kwargs[name] = getattr(base, name)
@@ -172,7 +151,7 @@ def _coerce(tp: Any, value: Any, key: str, ctx: _Context, default: Any = None) -
         if value is None:
             if _NONE in args:
                 return None
-            raise ctx.type_error(key, _type_name(tp), value)
+            raise ctx.type_error(key, type_name(tp), value)
         options = [a for a in args if a is not _NONE]
         if len(options) == 1:  # X | None: X's own, more precise message
             return _coerce(options[0], value, key, ctx, default)
@@ -181,17 +160,17 @@ def _coerce(tp: Any, value: Any, key: str, ctx: _Context, default: Any = None) -
                 return _coerce(option, value, key, ctx, default)
             except VolsegError:
                 continue
-        raise ctx.type_error(key, _type_name(tp), value)
+        raise ctx.type_error(key, type_name(tp), value)
     if origin is Literal:
         for allowed in args:
             if type(allowed) is type(value) and allowed == value:
                 return allowed
-        raise ctx.type_error(key, _type_name(tp), value)
+        raise ctx.type_error(key, type_name(tp), value)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ctx.type_error(key, _type_name(tp), value)
+            raise ctx.type_error(key, type_name(tp), value)
         return _build(tp, value, ctx, key + ".", default if isinstance(default, tp) else None)
     if tp is bool:
         if isinstance(value, bool):
@@ -217,7 +196,7 @@ def _coerce(tp: Any, value: Any, key: str, ctx: _Context, default: Any = None) -
         return _coerce_sequence(tp, value, key, ctx)
     if tp is dict or origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ctx.type_error(key, _type_name(tp), value)
+            raise ctx.type_error(key, type_name(tp), value)
         key_tp, value_tp = args or (Any, Any)
         return {
             _coerce(key_tp, k, f"{key}.{k}", ctx): _coerce(value_tp, v, f"{key}.{k}", ctx)
@@ -230,10 +209,10 @@ def _coerce_sequence(tp: Any, value: Any, key: str, ctx: _Context) -> list[Any] 
     """Coerce a list/tuple annotation: ``list[X]``, ``tuple[X, ...]`` or a fixed ``tuple[X, Y]``."""
     origin, args = get_origin(tp) or tp, get_args(tp)
     if not isinstance(value, (list, tuple)):
-        raise ctx.type_error(key, _type_name(tp), value)
+        raise ctx.type_error(key, type_name(tp), value)
     if origin is tuple and args and args[-1] is not Ellipsis:
         if len(value) != len(args):
-            raise ctx.type_error(key, _type_name(tp), value)
+            raise ctx.type_error(key, type_name(tp), value)
         pairs = enumerate(zip(args, value, strict=True))
         return tuple(_coerce(a, v, f"{key}[{i}]", ctx) for i, (a, v) in pairs)
     item_tp = args[0] if args else Any
@@ -247,7 +226,7 @@ def _unknown_key(cls: type, prefix: str, key: Any, ctx: _Context) -> VolsegError
     valid = [f.name for f in dataclasses.fields(cls) if f.init]
     guesses = [prefix + g for g in difflib.get_close_matches(str(key), valid, n=3)]
     if not guesses:  # right name, wrong section? (train.overlap -> inference.overlap)
-        paths = [p for p in _all_paths(ctx.root) if not full.startswith(p + ".")]
+        paths = [p for p in all_paths(ctx.root) if not full.startswith(p + ".")]
         guesses = [p for p in paths if p.rpartition(".")[2] == key]
         guesses = guesses or difflib.get_close_matches(full, paths, n=3, cutoff=0.75)
     message = f"unknown config key '{full}' in {ctx.source_of(full)}"
@@ -312,7 +291,7 @@ def _merge_file(
     ):
         raise VolsegError(
             f"'{BASE_KEY}' in {path} must be a file name or a list of file names, "
-            f"got {_describe(bases)}"
+            f"got {describe(bases)}"
         )
     for base in bases or ():
         _merge_file(path.parent / base, data, origins, (*chain, resolved))
@@ -337,7 +316,7 @@ def _read_yaml(path: Path, parent: Path | None) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise VolsegError(
             f"config file {path}{where} must hold a mapping of keys at the top level, "
-            f"got {_describe(raw)}"
+            f"got {describe(raw)}"
         )
     return raw
 
@@ -389,132 +368,3 @@ def _deep_merge(
         else:
             dst[key] = value
             origins[dotted] = source
-
-
-# ----------------------------------------------------------------------------- saving
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Convert a config instance to plain YAML-safe data, keys in schema order.
-
-    Tuples become lists and paths strings, so :func:`from_dict` turns the result back into
-    an equal instance.
-    """
-    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
-        raise TypeError(f"to_dict expects a dataclass instance, got {type(cfg).__name__}")
-    return _plain(cfg)
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, PurePath):
-        return str(value)
-    return value
-
-
-def save_config(cfg: Any, path: str | Path) -> Path:
-    """Write ``cfg`` as YAML to ``path`` atomically; ``load_config(type(cfg), path) == cfg``.
-
-    Sections are written as blocks in schema order, short lists inline (``[1.5, 1.5, 3.0]``).
-
-    Returns:
-        The path written.
-    """
-    text = yaml.dump(
-        to_dict(cfg),
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        width=100,
-    )
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
-
-
-# ----------------------------------------------------------------------------- schema helpers
-
-
-def config_keys(schema_cls: type) -> list[str]:
-    """All leaf keys of a schema as dotted names in schema order (``'train.lr'``, ...)."""
-    keys: list[str] = []
-    for name, tp in _type_hints(schema_cls).items():
-        section = _section_type(tp)
-        keys += [f"{name}.{k}" for k in config_keys(section)] if section else [name]
-    return keys
-
-
-@functools.cache
-def _all_paths(schema_cls: type) -> tuple[str, ...]:
-    """Every key of a schema, sections included (``'model'``, ``'model.encoder'``, ...)."""
-    paths: list[str] = []
-    for name, tp in _type_hints(schema_cls).items():
-        section = _section_type(tp)
-        paths += [name, *(f"{name}.{p}" for p in _all_paths(section))] if section else [name]
-    return tuple(paths)
-
-
-def _section_type(tp: Any) -> type | None:
-    """The dataclass behind ``tp`` (``Sub`` or ``Sub | None``), or None for a value type."""
-    if get_origin(tp) is Union or get_origin(tp) is types.UnionType:
-        options = [a for a in get_args(tp) if a is not _NONE]
-        tp = options[0] if len(options) == 1 else None
-    return tp if dataclasses.is_dataclass(tp) and isinstance(tp, type) else None
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """Resolved annotations of the init fields of dataclass ``cls``, in field order."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-
-
-def _field_default(field: dataclasses.Field[Any]) -> Any:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return dataclasses.MISSING
-
-
-def _type_name(tp: Any) -> str:
-    """A readable name for an annotation: 'float or null', 'list of 3 floats', ..."""
-    origin, args = get_origin(tp), get_args(tp)
-    if tp is _NONE:
-        return "null"
-    if origin is Union or origin is types.UnionType:
-        return " or ".join(_type_name(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        keys = ", ".join(f.name for f in dataclasses.fields(tp) if f.init)
-        return f"a mapping with keys {keys}"
-    if origin is tuple and args and args[-1] is not Ellipsis:
-        names = [_type_name(a) for a in args]
-        if len(set(names)) == 1:
-            return f"a list of {len(args)} {names[0]}s"
-        return f"a list of {len(args)} values [{', '.join(names)}]"
-    if origin in (list, tuple, Sequence):
-        return f"a list of {_type_name(args[0])}s" if args else "a list"
-    if origin in (dict, Mapping):
-        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _describe(value: Any) -> str:
-    """'str 'abc'', 'a list of 2 values [1.5, 1.5]', 'null' -- the 'got ...' of a message."""
-    if value is None:
-        return "null"
-    text = repr(value)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    if isinstance(value, (list, tuple)):
-        return f"a list of {len(value)} values {text}"
-    if isinstance(value, Mapping):
-        return f"a mapping {text}"
-    return f"{type(value).__name__} {text}"
