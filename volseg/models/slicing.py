@@ -27,6 +27,7 @@ token grid.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -114,6 +115,7 @@ def resize_slices(slices: Tensor, input_size: int | None) -> Tensor:
     return F.interpolate(slices, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
+@functools.lru_cache(maxsize=256)  # built once per geometry, not per forward; never mutated
 def token_weights(
     n: int,
     resized: int,
