@@ -178,7 +178,7 @@ def _train(
             done, seconds = _run_epoch(plan, session, data, tools, position, stop, bar, run_dir)
             if done:
                 _finish_epoch(plan, session, data, tools, position, records, run_dir,
-                              seconds=seconds, whole=whole)  # fmt: skip
+                              seconds=seconds, whole=whole, bar=bar)  # fmt: skip
             more = position.epoch < cfg.train.epochs
             if not done or (more and any_rank(stop.requested, ctx)):
                 if not done:  # stopped inside the epoch (else last.pt of the epoch is saved)
@@ -260,6 +260,7 @@ def _finish_epoch(
     *,
     seconds: float,
     whole: bool,
+    bar: Any = None,
 ) -> None:
     """Timings, validation when due, best.pt, the metrics row, last.pt, the log line."""
     cfg, ctx, epoch = plan.config, tools.ctx, position.epoch
@@ -271,7 +272,7 @@ def _finish_epoch(
         if ctx.is_main and timings["cached_epochs"] == 1:
             _say_speedup(timings)
     if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
-        row.update(_validate(plan, session, data, ctx))
+        row.update(_validate(plan, session, data, ctx, bar))
         _update_best(session, plan, run_dir, row, position, ctx)
     position.epoch, position.batch = epoch + 1, 0
     position.loss_sum, position.samples = 0.0, 0
@@ -295,7 +296,9 @@ def _epoch_row(tools: EpochTools, position: Position, seconds: float, ctx: DistC
     return row
 
 
-def _validate(plan: Plan, session: Session, data: RunData, ctx: DistContext) -> dict:
+def _validate(
+    plan: Plan, session: Session, data: RunData, ctx: DistContext, bar: Any = None
+) -> dict:
     cfg = plan.config
     start = time.perf_counter()
     samples = data.val_loader()
@@ -303,12 +306,12 @@ def _validate(plan: Plan, session: Session, data: RunData, ctx: DistContext) -> 
         metrics = validate_segmentation(
             session.model, samples, class_names=plan.class_names, slab=cfg.data.slab,
             overlap=cfg.inference.overlap, sw_batch_size=cfg.inference.sw_batch_size,
-            amp=cfg.train.amp, ctx=ctx,
+            amp=cfg.train.amp, ctx=ctx, progress=bar,
         )  # fmt: skip
     else:
         metrics = validate_grading(
             session.model, samples, classes=plan.classes, modalities=plan.modalities,
-            loss_fn=session.loss_fn, amp=cfg.train.amp, ctx=ctx,
+            loss_fn=session.loss_fn, amp=cfg.train.amp, ctx=ctx, progress=bar,
         )  # fmt: skip
     metrics["val_seconds"] = round(time.perf_counter() - start, 3)
     return metrics

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from volseg.engine.distributed import DistContext, gather_objects
 from volseg.inference.window import autocast, sliding_window_logits
+from volseg.progress import track
 
 
 def dice_per_class(pred: Tensor, ref: Tensor, num_classes: int) -> list[float]:
@@ -53,6 +54,7 @@ def validate_segmentation(
     sw_batch_size: int,
     amp: str,
     ctx: DistContext,
+    progress: Any = None,
 ) -> dict[str, float]:
     """Mean and per-class Dice over the validation volumes (see the module docstring).
 
@@ -65,6 +67,8 @@ def validate_segmentation(
         overlap, sw_batch_size: sliding-window settings (``inference.*``).
         amp: ``train.amp``; mixed precision on CUDA only.
         ctx: the distributed context.
+        progress: the live rich display of training to add a validation bar to; None draws
+            no bar (see :func:`volseg.progress.track`).
 
     Returns:
         ``dice_mean`` (mean over classes of the mean over cases), ``dice/<class>`` per
@@ -73,7 +77,7 @@ def validate_segmentation(
     was_training = model.training
     model.eval()
     scores: list[list[float]] = []
-    for sample in samples:
+    for sample in _tracked(samples, progress):
         features = sample.get("features")
         logits = sliding_window_logits(
             model,
@@ -103,6 +107,7 @@ def validate_grading(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     amp: str,
     ctx: DistContext,
+    progress: Any = None,
 ) -> dict[str, float]:
     """AUC, balanced accuracy, accuracy and loss over the validation cases.
 
@@ -115,6 +120,7 @@ def validate_grading(
         loss_fn: the training loss on ``(logits (1, G), target (1,))``.
         amp: ``train.amp``; mixed precision on CUDA only.
         ctx: the distributed context.
+        progress: as for :func:`validate_segmentation`.
 
     Returns:
         ``auc`` (NaN if a class is missing from the validation set), ``balanced_accuracy``,
@@ -126,7 +132,7 @@ def validate_grading(
     model.eval()
     device = next(model.parameters()).device
     rows: list[tuple[int, list[float], float]] = []
-    for sample in samples:
+    for sample in _tracked(samples, progress):
         present = [m for m, p in zip(modalities, sample["presence"].tolist(), strict=True) if p]
         mask = sample.get("mask")
         mask = None if mask is None else mask[None].to(device)
@@ -154,6 +160,12 @@ def validate_grading(
         "val_loss": float(np.mean([r[2] for r in rows])),
         "val_cases": float(len(rows)),
     }
+
+
+def _tracked(samples: Iterable[Any], progress: Any) -> Iterable[Any]:
+    """``samples`` counted on a \"validation\" bar in ``progress`` (the training display, whose
+    columns show a ``loss`` field); untouched when ``progress`` is None."""
+    return track(samples, "validation", enabled=progress is not None, progress=progress, loss="-")
 
 
 def split_features(features: Tensor, modalities: Sequence[str]) -> dict[str, Tensor]:
