@@ -16,8 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from nibabel.openers import ImageOpener
 
 from volseg.errors import VolsegError
+from volseg.io.header_checks import check_data_size, check_slice_gaps, check_spacing
 from volseg.io.image import Geometry, Image
 from volseg.io.paths import input_path
 
@@ -71,7 +73,8 @@ def read_info(path: str | Path) -> ImageInfo:
     """Read the geometry, channel count and dtype of an image file or DICOM folder.
 
     Raises:
-        VolsegError: missing, empty, unreadable or 2D file, or not a regular file (a FIFO).
+        VolsegError: missing, empty, unreadable or 2D file, not a regular file (a FIFO), a
+            header whose voxels cannot fit in the file, or an implausible spacing.
     """
     path = _existing(path)
     fmt = image_format(path)
@@ -94,6 +97,7 @@ def read_info(path: str | Path) -> ImageInfo:
     _check_3d(size[:3] if dim >= 3 else size, dim, path)
     channels = reader.GetNumberOfComponents() * (size[3] if dim == 4 else 1)
     geometry = _sitk_geometry(size, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+    check_spacing(geometry.spacing, path)
     dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * dim, reader.GetPixelID())).dtype)
     return ImageInfo(path, geometry, channels, dtype)
 
@@ -112,13 +116,16 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> Image:
 
     Raises:
         VolsegError: missing, empty, truncated or non-image file, a FIFO or device, a 2D
-            image, a folder with zero or several DICOM series, or NaN/Inf voxels.
+            image, a header claiming more voxels than the file holds, a spacing outside
+            0.0001-10000 mm, a folder with zero or several DICOM series or with unevenly
+            spaced slices (one missing), or NaN/Inf voxels.
     """
     path = _existing(path)
     fmt = image_format(path)
     if fmt == "nifti":
         img = _load_nifti(path)
         shape = _squeeze_shape(img.shape, path)
+        geometry = _nifti_geometry(img, shape, path)
         try:
             array = np.asanyarray(img.dataobj)
         except Exception as e:  # nibabel raises many types for broken data blocks
@@ -130,11 +137,13 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> Image:
         array = array.reshape(shape)
         if array.ndim == 4:
             array = np.moveaxis(array, -1, 0)
-        image = Image(_native(array), _nifti_geometry(img, shape, path), path, img.header.copy())
+        image = Image(_native(array), geometry, path, img.header.copy())
     elif fmt == "dicom":
         image = _read_dicom(path)
     else:
         image = _from_sitk(_sitk_read(path, fmt), path)
+    if fmt != "nifti":
+        check_spacing(image.spacing, path)
     if check_finite and image.array.dtype.kind == "f":
         bad = int(np.size(image.array) - np.count_nonzero(np.isfinite(image.array)))
         if bad:
@@ -170,6 +179,14 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
         ) from None
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise VolsegError(f"{path}: nibabel read it as {type(img).__name__}, not NIfTI")
+    header = img.header
+    check_data_size(
+        img.shape,
+        header.get_data_dtype().itemsize,
+        int(header.get_data_offset()),
+        path,
+        compressed=path.name.lower().endswith(".gz"),
+    )
     return img
 
 
@@ -207,13 +224,21 @@ def _check_3d(spatial: tuple[int, ...], ndim: int, path: Path) -> None:
 
 
 def _nifti_geometry(img: nib.Nifti1Image, shape: tuple[int, ...], path: Path) -> Geometry:
+    if int(img.header["sform_code"]) == 0:
+        # The voxel size comes from pixdim, which nibabel's load "fixes" (0 becomes 1 mm):
+        # check the header as stored.
+        with ImageOpener(path) as f:
+            stored = type(img.header).from_fileobj(f, check=False)
+        check_spacing(stored["pixdim"][1:4], path)
     affine = img.affine
     if not np.all(np.isfinite(affine)):
         raise VolsegError(f"{path}: NIfTI affine holds NaN or Inf; fix the header's sform/qform")
     try:
-        return Geometry.from_affine(shape[:3], affine)
+        geometry = Geometry.from_affine(shape[:3], affine)
     except ValueError as e:
         raise VolsegError(f"{path}: invalid NIfTI affine ({e})") from None
+    check_spacing(geometry.spacing, path)
+    return geometry
 
 
 def _native(array: np.ndarray) -> np.ndarray:
@@ -276,6 +301,8 @@ def _read_dicom(folder: Path) -> Image:
             "put each series in its own folder"
         )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    # Before reading: ITK would read a series with a slice missing at a uniform, wrong spacing.
+    check_slice_gaps(_slice_positions(files), folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -283,3 +310,34 @@ def _read_dicom(folder: Path) -> Image:
     except RuntimeError as e:
         raise VolsegError(f"{folder}: cannot read DICOM series ({_first_line(e)})") from None
     return _from_sitk(img, folder)
+
+
+def _slice_positions(files: list[str]) -> list[float]:
+    """Each slice's position (mm) along the slice normal, from the headers only.
+
+    Empty when a slice lacks Image Position / Orientation (Patient): nothing to measure.
+    """
+    reader = sitk.ImageFileReader()
+    reader.LoadPrivateTagsOff()
+    positions, normal = [], None
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            position = _numbers(reader, "0020|0032", 3)  # Image Position (Patient)
+            if normal is None:
+                orientation = _numbers(reader, "0020|0037", 6)  # Image Orientation (Patient)
+                normal = np.cross(orientation[:3], orientation[3:])
+        except (RuntimeError, KeyError, ValueError):
+            return []
+        positions.append(float(np.dot(position, normal)))
+    return positions
+
+
+def _numbers(reader: sitk.ImageFileReader, key: str, count: int) -> np.ndarray:
+    if not reader.HasMetaDataKey(key):
+        raise KeyError(key)
+    values = np.asarray([float(v) for v in reader.GetMetaData(key).split("\\")])
+    if values.shape != (count,) or not np.all(np.isfinite(values)):
+        raise ValueError(key)
+    return values
