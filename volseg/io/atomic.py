@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 @contextmanager
@@ -31,3 +32,52 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` through ``write(file)`` into a temporary sibling, then rename it.
+
+    For writers that take a file object (``torch.save``). A full disk makes torch raise
+    ``RuntimeError: unexpected pos`` (or ``OSError`` without a file name); the first error the
+    file's ``write`` met is raised instead, as an ``OSError`` naming ``path`` (not its
+    temporary name). The data is flushed to disk before the rename, so ``path`` is the
+    previous version or the new one, never a mix.
+
+    Raises:
+        OSError: the disk is full or the folder not writable; ``filename`` is ``path`` and
+            ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            recording = _Recording(f)
+            try:
+                write(recording)  # type: ignore[arg-type]
+            except Exception:
+                if recording.error is not None:
+                    raise recording.error from None
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+    return path
+
+
+class _Recording:
+    """A binary file that remembers the first ``OSError`` its ``write`` raised."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
