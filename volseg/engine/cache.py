@@ -22,13 +22,16 @@ its files (path, size, modification time), the encoder's identity (name, weights
 identity, or a hash of the random weights; layers, fusion, slice axis, channel handling) and
 the preprocessing (spacing, intensity, CT window, modalities, slab padding). Files are written
 atomically, so concurrent ranks or runs sharing a folder (``train.cache_dir``) never read a
-half-written entry, and a stale entry is never reused: it simply has another name.
+half-written entry, and a stale entry is never reused: it simply has another name. An entry
+that is there but unreadable (cut short by a crash of an older version, a bad disk, a hand
+edit), or not what this version writes, is recomputed with a one-line warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +46,8 @@ from volseg.config import to_dict
 from volseg.config.schema import Config
 from volseg.data.manifest import Case
 from volseg.engine.datasets import finish_sample
-from volseg.io.atomic import atomic_path
+from volseg.errors import VolsegError
+from volseg.io.atomic import atomic_write
 from volseg.models.onnx_weights import packaged_weights_file
 
 CACHE_FORMAT = "volseg-feature-cache/1"
@@ -92,8 +96,19 @@ class FeatureCache:
         return self.folder / f"{key}.pt"
 
     def load(self, key: str) -> dict[str, Any]:
-        """A stored entry (tensors on CPU; a uint8 mask comes back as float32)."""
-        entry = torch.load(self.path(key), map_location="cpu", weights_only=True)
+        """A stored entry (tensors on CPU; a uint8 mask comes back as float32).
+
+        Raises:
+            VolsegError: the entry became unreadable after :meth:`fill` checked it.
+        """
+        path = self.path(key)
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a damaged zip or pickle
+            raise VolsegError(
+                f"{path}: feature-cache entry is unreadable ({_first_line(e)}); delete it and "
+                "re-run (--resume continues), it will be recomputed"
+            ) from None
         if isinstance(entry.get("mask"), Tensor) and entry["mask"].dtype == torch.uint8:
             entry["mask"] = entry["mask"].float()
         return entry
@@ -131,8 +146,14 @@ class FeatureCache:
         for i in range(rank, len(cases), world):
             key = self.key(cases[i], kind)
             if self.path(key).is_file():
-                report.reused += 1
-                continue
+                problem = self.problem(key, cases[i].id)
+                if not problem:
+                    report.reused += 1
+                    continue
+                print(
+                    f"warning: {self.path(key)}: feature-cache entry {problem}; recomputing it",
+                    file=sys.stderr,
+                )
             data = preprocess(dict(items[i]))
             if pad is not None:
                 data = pad(data)
@@ -148,11 +169,40 @@ class FeatureCache:
                 if name in ("id", "features", *drop):
                     continue
                 entry[name] = _compact(name, value)
-            with atomic_path(self.path(key)) as tmp:
-                torch.save(entry, tmp)
+            atomic_write(self.path(key), lambda f, entry=entry: torch.save(entry, f))
             report.computed += 1
         report.seconds = time.perf_counter() - start
         return report
+
+    def problem(self, key: str, case_id: str) -> str:
+        """What is wrong with a stored entry, read lazily (memory-mapped); empty if nothing.
+
+        Checks that it loads, is a dict of this format for ``case_id``, and holds ``features``
+        as a ``(F, x, y, z)`` tensor of the cache's dtype: a cut-short or foreign file fails.
+        """
+        try:
+            entry = torch.load(self.path(key), map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # a damaged zip or pickle: several types
+            return f"is unreadable ({_first_line(e)})"
+        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+            return f"is not a '{CACHE_FORMAT}' entry"
+        if entry.get("id") != case_id:
+            return f"belongs to case {entry.get('id')!r}, not {case_id!r}"
+        features = entry.get("features")
+        if not isinstance(features, Tensor) or features.ndim != 4 or features.dtype != self.dtype:
+            found = (
+                f"{tuple(features.shape)} {features.dtype}"
+                if isinstance(features, Tensor)
+                else type(features).__name__
+            )
+            return f"holds features {found}, not (F, x, y, z) {self.dtype}"
+        return ""
+
+
+def _first_line(error: BaseException) -> str:
+    """The first sentence of an error: torch's zip errors go on about miniz for lines."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0].split(". ")[0][:160] if lines else type(error).__name__
 
 
 def _compact(name: str, value: Tensor) -> Tensor:

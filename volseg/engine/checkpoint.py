@@ -30,7 +30,7 @@ from torch import nn
 
 from volseg.config import Config, from_dict, to_dict
 from volseg.errors import VolsegError
-from volseg.io.atomic import atomic_path
+from volseg.io.atomic import atomic_write
 
 CHECKPOINT_FORMAT = "volseg-checkpoint/1"
 ENCODER_PREFIX = "encoder.vit."
@@ -52,10 +52,13 @@ def model_state(model: nn.Module, config: Config) -> tuple[dict[str, torch.Tenso
 
 
 def save_checkpoint(path: str | Path, checkpoint: Mapping[str, Any]) -> Path:
-    """Write ``checkpoint`` atomically to ``path``; returns the path."""
-    with atomic_path(path) as tmp:
-        torch.save(dict(checkpoint), tmp)
-    return Path(path)
+    """Write ``checkpoint`` atomically to ``path``; returns the path.
+
+    Raises:
+        OSError: disk full or folder not writable, naming ``path``; the previous file at
+            ``path`` (the last good checkpoint) is kept whole.
+    """
+    return atomic_write(path, lambda f: torch.save(dict(checkpoint), f))
 
 
 def make_checkpoint(

@@ -158,6 +158,20 @@ def resume_config(run_dir: str | Path) -> tuple[Config, Path]:
     return config_of(load_checkpoint(last)), run_dir
 
 
+def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a kill cut short; returns them.
+
+    Checkpoints are written to ``checkpoints/.tmp-<hex>-<name>`` and renamed when complete
+    (:func:`volseg.io.atomic.atomic_write`); a SIGKILL or power loss mid-write leaves the
+    temporary behind, as large as a checkpoint. Only the run's rank 0 writes there, so at
+    ``--resume`` none can be in progress.
+    """
+    partial = sorted(p for p in (Path(run_dir) / "checkpoints").glob(".tmp-*") if p.is_file())
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 def restore_session(session: Session, run_dir: Path, ctx: DistContext) -> Position:
     """Load ``run_dir/checkpoints/last.pt`` into ``session``; returns where to continue.
 

@@ -38,6 +38,7 @@ from volseg.engine.sources import RunData, build_run_data
 from volseg.engine.state import (
     Session,
     build_session,
+    remove_partial_checkpoints,
     restore_session,
     resume_config,
     save_state,
@@ -80,6 +81,9 @@ def run_training(
         run_dir = None
         if resume is not None:
             config, run_dir = resume_config(resume)
+            if ctx.is_main:
+                for partial in remove_partial_checkpoints(run_dir):
+                    console.print(f"  removed {partial}, a checkpoint write cut short")
         assert config is not None
         plan = make_plan(config, world_size=ctx.world_size)
         session = build_session(plan, ctx, init_from=init_from, load_weights=not dry_run)
