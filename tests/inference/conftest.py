@@ -40,21 +40,27 @@ def tiny_config(*overrides: str) -> Config:
     return load_config(Config, None, [*TINY, *overrides])
 
 
-def segmentation_model(*overrides: str, modalities=("CT",), seed: int = 0):
+def segmentation_model(*overrides: str, modalities=("CT",), seed: int = 0, classes: int = 3):
     torch.manual_seed(seed)
     cfg = tiny_config(*overrides)
-    model = build_model(cfg.model, num_classes=len(LABELS), modalities=list(modalities))
+    model = build_model(cfg.model, num_classes=classes, modalities=list(modalities))
     return cfg, model.eval()
 
 
-def write_segmentation_checkpoint(path: Path, *overrides: str, modalities=("CT",)) -> Path:
-    cfg, model = segmentation_model(*overrides, modalities=modalities)
-    checkpoint = make_checkpoint(model, cfg, modalities=list(modalities), labels=LABELS)
+def write_segmentation_checkpoint(
+    path: Path, *overrides: str, modalities=("CT",), seed: int = 0, labels=None
+) -> Path:
+    """A random tiny segmentation run; ``labels`` (value -> name) default to :data:`LABELS`."""
+    labels = labels or LABELS
+    cfg, model = segmentation_model(
+        *overrides, modalities=modalities, seed=seed, classes=len(labels)
+    )
+    checkpoint = make_checkpoint(model, cfg, modalities=list(modalities), labels=labels)
     return save_checkpoint(path, checkpoint)
 
 
-def write_grading_checkpoint(path: Path) -> Path:
-    torch.manual_seed(1)
+def write_grading_checkpoint(path: Path, seed: int = 1) -> Path:
+    torch.manual_seed(seed)
     cfg = tiny_config("model.task=classification", "model.head.name=mil", "data.intensity=mri")
     model = build_model(cfg.model, num_classes=len(CLASSES), modalities=GLIOMA).eval()
     checkpoint = make_checkpoint(model, cfg, modalities=GLIOMA, classes=CLASSES)

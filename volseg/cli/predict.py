@@ -13,17 +13,23 @@ from volseg.cli.main import add_command
 DESCRIPTION = """\
 MODEL is a run folder (its checkpoints/best.pt, else last.pt) or a checkpoint file. The
 preprocessing (orientation, spacing, intensity window, crop), the modalities and the label
-values all come from the checkpoint; nothing is re-typed here.
+values all come from the checkpoint; nothing is re-typed here. Several --model options (folds,
+or runs trained on the same labels and modalities) are ensembled: each preprocesses the case
+as it was trained, and their probabilities are averaged on the case's grid before the argmax.
 
 INPUT is one of:
   - an image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder;
   - a folder of cases: every image file and every sub-folder (a DICOM series) is a case;
-    nnU-Net names {case}_{XXXX}.nii.gz are grouped, XXXX = modality index;
+    nnU-Net names {case}_{XXXX}.nii.gz are grouped, XXXX = modality index, and so are
+    names after the model's modalities, {case}_{modality}.nii.gz (case_T1.nii.gz,
+    case_FLAIR.nii.gz, ...; a modality without a file is missing, which grading accepts);
   - a manifest (volseg manifest.json, MSD/nnU-Net dataset.json or its folder, grading CSV).
-A model with several modalities takes a 4D file with one channel each, nnU-Net-named files,
+A model with several modalities takes a 4D file with one channel each, files named as above,
 or a manifest (modalities matched by name).
 
-Outputs in OUTPUT (every file written atomically: temporary file + rename):
+OUTPUT is a folder, or for one input volume the label map itself: -o seg.nii.gz (any image
+extension; it sets the format) writes that file and nothing else (seg_probs.nii.gz with
+--save-probs). Outputs in an OUTPUT folder (every file written atomically: temp file + rename):
   <case_id>.nii.gz         label map (uint8, uint16 above 255) with exactly the input's
                            geometry, so it opens aligned over the input in ITK-SNAP/Slicer
   <case_id>_probs.nii.gz   with --save-probs: class probabilities (K, X, Y, Z), rounded to
@@ -44,7 +50,11 @@ rank 0 merges the timing tables:
   torchrun --nproc_per_node=4 -m volseg predict --model runs/organs --input scans/ --output pred/
 
 examples:
+  volseg predict -i ct.nii.gz -o seg.nii.gz --model runs/organs
   volseg predict --model runs/organs --input ct.nii.gz --output pred/
+  volseg predict -i scans/ -o pred/ --model runs/fold0 --model runs/fold1 --model runs/fold2
+  volseg predict -i ct.nii.gz -o liver_spleen.nii.gz --model runs/organs --roi-subset liver,spleen
+  volseg predict -i brains/ -o grades/ --model runs/glioma   # brains/case_T1.nii.gz, case_T2...
   volseg predict --model runs/organs/checkpoints/best.pt --input scans/ --output pred/ --tta
   volseg predict --model runs/organs --input dicom_series/ --output pred/ --format nrrd
   volseg predict --model runs/organs --input big_ct.nii.gz --output pred/ --stitch-device cpu
@@ -65,10 +75,13 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         "--model",
         type=Path,
         required=True,
+        action="append",
         metavar="RUN_DIR|CKPT",
-        help="run folder or checkpoint file",
+        help="run folder or checkpoint file; repeat it to ensemble folds or runs with the "
+        "same labels (probabilities averaged)",
     )
     io.add_argument(
+        "-i",
         "--input",
         type=Path,
         required=True,
@@ -76,7 +89,13 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         help="image file, DICOM folder, folder of cases, or manifest",
     )
     io.add_argument(
-        "--output", type=Path, required=True, metavar="DIR", help="output folder (created)"
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DIR|FILE",
+        help="output folder (created); for one input volume also a label-map file such as "
+        "seg.nii.gz (its extension sets the format)",
     )
     io.add_argument(
         "--format",
@@ -142,6 +161,12 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         help="average the 8 mirror flips (default inference.tta)",
     )
     post.add_argument(
+        "--roi-subset",
+        metavar="NAMES",
+        help="write only these labels, comma-separated names from the model's label map "
+        "(e.g. liver,spleen); the others become 0, values are kept",
+    )
+    post.add_argument(
         "--keep-largest",
         action="store_true",
         help="keep only the largest connected component of each label",
@@ -181,8 +206,13 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Run ``volseg predict`` from parsed arguments; returns the exit status."""
-    from volseg.inference import InferenceOptions, predict_cohort
+    """Run ``volseg predict`` from parsed arguments; returns the exit status.
+
+    Options, model paths, the input and the output are checked before torch and MONAI are
+    imported, so a mistyped path or option costs a moment, not the imports of a model.
+    """
+    from volseg.inference.cases import check_request
+    from volseg.inference.options import InferenceOptions
 
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
@@ -200,7 +230,11 @@ def run_predict(args: argparse.Namespace) -> int:
         device=args.device,
         chunk=args.chunk,
         top_slices=args.top_slices,
+        roi_subset=args.roi_subset,
     )
+    check_request(args.model, args.input, args.output)
+    from volseg.inference.cohort import predict_cohort
+
     result = predict_cohort(
         args.model,
         args.input,
@@ -218,7 +252,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _summary(result) -> None:
     done, skipped, failed = (result.count(s) for s in ("ok", "skipped", "failed"))
-    timings = "" if result.table_error else f" (timings in {result.output / 'timings.csv'})"
+    tables = result.tables and not result.table_error
+    timings = f" (timings in {result.output / 'timings.csv'})" if tables else ""
     print(f"predicted {done} case(s), skipped {skipped}, failed {failed}: {result.output}{timings}")
     for row in result.failed:
         print(f"  failed {row['case_id']}: {row['error']}", file=sys.stderr)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from volseg.config import Config, from_dict, to_dict
+from volseg.engine.runs import resolve_checkpoint
 from volseg.errors import VolsegError
 from volseg.io.atomic import atomic_write
 
@@ -117,19 +118,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise VolsegError(f"{path}: not a volseg checkpoint (no '{CHECKPOINT_FORMAT}' format key)")
     return checkpoint
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise VolsegError(f"{path}: run folder has no checkpoints/best.pt or checkpoints/last.pt")
-    if not path.is_file():
-        raise VolsegError(f"{path}: no such checkpoint file or run folder")
-    return path
 
 
 def config_of(checkpoint: Mapping[str, Any]) -> Config:

@@ -4,42 +4,50 @@
   logits / probabilities (shared with training validation).
 - :class:`Predictor`, :func:`predict_volume`, :func:`predict_grade`: one case from files or
   images, preprocessed as its checkpoint says, back on the input's exact grid.
+- :class:`Ensemble`: several runs with the same labels, probabilities averaged per case.
 - :func:`predict_cohort`: a file, folder or manifest of cases, with timings, failures,
   atomic outputs, ``skip_existing`` and sharding across ``torchrun`` ranks.
+
+The names load on first use, so that ``import volseg.inference`` (and with it every ``volseg``
+argument or file error) costs no torch or MONAI import.
 """
 
 from __future__ import annotations
 
-from volseg.inference.cohort import CohortResult, discover_cases, predict_cohort
-from volseg.inference.postprocess import keep_largest_component
-from volseg.inference.predict import (
-    GradeResult,
-    InferenceOptions,
-    Predictor,
-    SegmentationResult,
-    StepTimer,
-    as_predictor,
-    predict_grade,
-    predict_volume,
-    read_case,
-)
-from volseg.inference.window import amp_dtype, segment_probabilities, sliding_window_logits
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "CohortResult",
-    "GradeResult",
-    "InferenceOptions",
-    "Predictor",
-    "SegmentationResult",
-    "StepTimer",
-    "amp_dtype",
-    "as_predictor",
-    "discover_cases",
-    "keep_largest_component",
-    "predict_cohort",
-    "predict_grade",
-    "predict_volume",
-    "read_case",
-    "segment_probabilities",
-    "sliding_window_logits",
-]
+_EXPORTS = {
+    "CohortResult": "cohort",
+    "discover_cases": "cohort",
+    "predict_cohort": "cohort",
+    "Ensemble": "ensemble",
+    "keep_largest_component": "postprocess",
+    "InferenceOptions": "options",
+    "GradeResult": "predict",
+    "Predictor": "predict",
+    "SegmentationResult": "predict",
+    "StepTimer": "predict",
+    "as_predictor": "predict",
+    "predict_grade": "predict",
+    "predict_volume": "predict",
+    "read_case": "predict",
+    "amp_dtype": "window",
+    "segment_probabilities": "window",
+    "sliding_window_logits": "window",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'volseg.inference' has no attribute {name!r}")
+    value = getattr(import_module(f"volseg.inference.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

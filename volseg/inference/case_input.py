@@ -43,6 +43,7 @@ def read_case(
     modalities: Sequence[str],
     *,
     mask: Source | None = None,
+    require_all: bool = False,
 ) -> CaseInput:
     """Read the volumes of one case, one scalar image per modality, and check their grids.
 
@@ -51,10 +52,12 @@ def read_case(
             source per modality, in ``modalities`` order or as a mapping by name (None: missing).
         modalities: the model's modality names.
         mask: optional region mask source.
+        require_all: refuse a case with a missing modality (segmentation models need all).
 
     Raises:
         VolsegError: unreadable file, a channel count that does not match the modalities,
-            no modality present, or images on different grids.
+            no modality present, a missing one with ``require_all``, or images on different
+            grids.
     """
     names = list(modalities)
     if isinstance(sources, Mapping):
@@ -81,6 +84,12 @@ def read_case(
             f"{where}: gives {sum(counts)} channel(s) in {len(images)} volume(s), the model "
             f"expects one per modality {names}; pass one scalar volume per modality or a 4D "
             "file with exactly that many channels"
+        )
+    missing = [m for m, i in zip(names, images, strict=True) if i is None]
+    if require_all and missing:
+        raise VolsegError(
+            f"{where}: modalities {missing} are missing; this segmentation model needs all of "
+            f"{names}"
         )
     loaded_mask = _read_source(mask) if mask is not None else None
     for other in [*present[1:], loaded_mask]:

@@ -5,10 +5,17 @@ Inputs (:func:`discover_cases`):
 - a **file** (NIfTI, NRRD, MetaImage) or a **DICOM series folder**: one case;
 - a **folder**: every image file in it and every sub-folder (a DICOM series) is a case. Files
   named the nnU-Net way, ``{case}_{XXXX}.nii.gz``, are grouped into one case with modality
-  ``XXXX`` (for a one-modality model ``_0000`` is simply dropped from the id). Hidden files,
-  other files, and the output folder are skipped;
+  ``XXXX`` (for a one-modality model ``_0000`` is simply dropped from the id). For a model with
+  several modalities, files named ``{case}_{modality}.nii.gz`` after the model's modality
+  names (``case_T1.nii.gz``, ``case_FLAIR.nii.gz``; any letter case) are grouped too, a
+  modality without a file being missing. Hidden files, other files, and the output folder
+  are skipped;
 - a **manifest** (volseg JSON, MSD/nnU-Net ``dataset.json`` or its folder, classification
   CSV): all its cases, labelled and test, with their modalities and masks by name.
+
+Outputs: ``--output`` is a folder, or, for an input of one volume, the label-map file itself
+when it ends in an image extension (``seg.nii.gz``, ``seg.nrrd``; :func:`output_file`).
+:func:`check_request` checks models, input and output this way before torch is imported.
 
 Case ids are file names without extension (DICOM: the folder name), or the manifest's ids.
 They become output file names only through :func:`volseg.io.case_file_name`
@@ -24,12 +31,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from volseg.data.manifest import Case
 from volseg.errors import VolsegError
-from volseg.inference.predict import Source
 from volseg.io import case_file_name, input_path, refuse_overwrite
 from volseg.io.read import FORMATS
+
+if TYPE_CHECKING:  # not imported at run time: checking a request must not load torch
+    from volseg.data.manifest import Case
+    from volseg.inference.case_input import Source
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +87,7 @@ def discover_cases(
         VolsegError: missing input, a FIFO or device, an empty folder, a manifest without the
             model's modalities, or two cases with one id.
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise VolsegError(
-            f"{path}: no such file or folder; pass an image file, a DICOM folder, a folder of "
-            "images or a manifest"
-        )
-    input_path(path, "input")
+    path = check_input(path)
     if path.is_file():
         if path.suffix.lower() in (".json", ".csv"):
             cases = _manifest_cases(path, modalities)
@@ -105,6 +109,52 @@ def discover_cases(
     return cases
 
 
+def check_input(path: str | Path) -> Path:
+    """``--input`` as a path, refused at once if it is missing or not a file or folder.
+
+    Raises:
+        VolsegError: no such path, a FIFO, a device.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise VolsegError(
+            f"{path}: no such file or folder; pass an image file, a DICOM folder, a folder of "
+            "images or a manifest"
+        )
+    input_path(path, "input")
+    return path
+
+
+def check_request(models: Sequence[object], inputs: str | Path, output: str | Path) -> None:
+    """What can be checked before torch loads: models, input and output paths.
+
+    Args:
+        models: what ``--model`` names (paths are checked; loaded models pass).
+        inputs: what ``--input`` names.
+        output: what ``--output`` names.
+
+    Raises:
+        VolsegError: a model path that is no checkpoint or run folder, a missing input, or a
+            label-map file as output for an input of several cases.
+    """
+    from volseg.engine.runs import resolve_checkpoint
+
+    for model in models:
+        if isinstance(model, str | Path):
+            resolve_checkpoint(model)
+    path = check_input(inputs)
+    if output_file(Path(output)) and not _one_volume(path):
+        raise VolsegError(
+            f"--output {output} names one label-map file, but --input {path} is a folder of "
+            "cases or a manifest; pass an output folder"
+        )
+
+
+def output_file(output: Path) -> bool:
+    """Whether ``--output`` names a label-map file: an image extension and not a folder."""
+    return bool(_split_suffix(output.name)[1]) and not output.is_dir()
+
+
 def output_suffix(spec: CaseSpec, output_format: str) -> str:
     """Extension of a case's outputs: ``.<format>``, or the input's for ``same``."""
     if output_format == "same":
@@ -115,9 +165,15 @@ def output_suffix(spec: CaseSpec, output_format: str) -> str:
 def output_paths(spec: CaseSpec, output: Path, output_format: str) -> tuple[Path, Path]:
     """The label map and probabilities files of a case in ``output``.
 
+    When ``output`` is a label-map file (:func:`output_file`) it is the label map, in the
+    format its extension names, and the probabilities go next to it as ``<name>_probs<ext>``.
+
     Raises:
         VolsegError: a case id that would name a file outside ``output``.
     """
+    if output_file(output):
+        stem, suffix = _split_suffix(output.name)
+        return output, output.with_name(f"{stem}_probs{suffix}")
     suffix = output_suffix(spec, output_format)
     name = case_file_name(spec.id, suffix, source=spec.origin)
     probs = case_file_name(spec.id, f"_probs{suffix}", source=spec.origin)
@@ -192,10 +248,27 @@ def _dicom_case(folder: Path) -> CaseSpec:
     return CaseSpec(name, folder, folder, "", files=files, origin=folder)
 
 
-def _folder_cases(folder: Path, modalities: Sequence[str], exclude: set[Path]) -> list[CaseSpec]:
+def _folder_entries(folder: Path, exclude: set[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """``(visible entries, image files, sub-folders)`` of a folder, each sorted."""
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     images = [p for p in entries if p.is_file() and _split_suffix(p.name)[1]]
     folders = [p for p in entries if p.is_dir() and p.resolve() not in exclude]
+    return entries, images, folders
+
+
+def _one_volume(path: Path) -> bool:
+    """Whether ``--input`` is one volume: an image file, or one DICOM series (a slice of it
+    or its folder), not a folder of cases or a manifest."""
+    if path.is_file():
+        return path.suffix.lower() not in (".json", ".csv")
+    if any((path / name).is_file() for name in MANIFEST_NAMES):
+        return False
+    entries, images, folders = _folder_entries(path, set())
+    return not images and not folders and any(p.is_file() for p in entries)
+
+
+def _folder_cases(folder: Path, modalities: Sequence[str], exclude: set[Path]) -> list[CaseSpec]:
+    entries, images, folders = _folder_entries(folder, exclude)
     if not images and not folders:
         if any(p.is_file() for p in entries):
             return [_dicom_case(folder)]  # slices of one DICOM series
@@ -209,8 +282,53 @@ def _folder_cases(folder: Path, modalities: Sequence[str], exclude: set[Path]) -
     if grouped:
         cases = _grouped_cases(images, matches, folder)
     else:
-        cases = [_file_case(p) for p in images]
+        cases, singles = _modality_cases(images, modalities, folder)
+        cases = sorted([*cases, *map(_file_case, singles)], key=lambda c: c.id)
     return cases + [_dicom_case(p) for p in folders]
+
+
+def _modality_cases(
+    images: list[Path], modalities: Sequence[str], folder: Path
+) -> tuple[list[CaseSpec], list[Path]]:
+    """Files ``{case}_{modality}{ext}`` named after the model's modalities (any letter case),
+    grouped into cases (a modality without a file is missing); and the files left over.
+
+    Only for a model with several modalities: for one, ``ct_liver.nii.gz`` is a case's name.
+    """
+    if len(modalities) < 2:
+        return [], images
+    longest_first = sorted(modalities, key=len, reverse=True)  # T1ce is not T1
+    by_case: dict[str, dict[str, Path]] = {}
+    rest = []
+    for path in images:
+        stem = _split_suffix(path.name)[0]
+        modality = next(
+            (
+                m
+                for m in longest_first
+                if stem.lower().endswith(f"_{m.lower()}") and len(stem) > len(m) + 1
+            ),
+            None,
+        )
+        if modality is None:
+            rest.append(path)
+            continue
+        case_id = stem[: -len(modality) - 1]
+        found = by_case.setdefault(case_id, {})
+        if modality in found:
+            raise VolsegError(
+                f"{folder}: {found[modality].name} and {path.name} are both the {modality} "
+                f"image of case {case_id!r}; keep one of them"
+            )
+        found[modality] = path
+    cases = []
+    for case_id, found in by_case.items():
+        sources = tuple(found.get(m) for m in modalities)
+        first = next(p for p in sources if p is not None)
+        files = tuple((p, f"the {m} image of case {case_id}") for m, p in found.items())
+        suffix = _split_suffix(first.name)[1]
+        cases.append(CaseSpec(case_id, sources, first, suffix, files=files, origin=folder))
+    return cases, rest
 
 
 def _all_zero(matches: list[re.Match[str] | None]) -> bool:

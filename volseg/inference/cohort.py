@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -46,9 +46,12 @@ from volseg.inference.cases import (
     OUTPUT_FORMATS,
     CaseSpec,
     check_outputs,
+    check_request,
     discover_cases,
+    output_file,
     output_paths,
 )
+from volseg.inference.ensemble import Ensemble
 from volseg.inference.memory import peak_memory
 from volseg.inference.predict import (
     GradeResult,
@@ -80,15 +83,18 @@ class CohortResult:
     """What a cohort run did (on rank 0 of a multi-process run: all ranks, merged).
 
     Attributes:
-        output: the output folder.
+        output: the output folder, or the label-map file of a one-volume input.
         rows: one :data:`TIMING_COLUMNS` row per case, in input order.
         table_error: why ``timings.csv`` (or the predictions tables) could not be written at
             the end, or ``""``.
+        tables: whether ``timings.csv`` (and the predictions tables) were written; not for
+            a label-map file as output.
     """
 
     output: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     table_error: str = ""
+    tables: bool = True
 
     def count(self, status: str) -> int:
         return sum(row["status"] == status for row in self.rows)
@@ -104,7 +110,7 @@ class CohortResult:
 
 
 def predict_cohort(
-    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
     inputs: str | Path,
     output: str | Path,
     *,
@@ -117,9 +123,12 @@ def predict_cohort(
     """Predict every case of ``inputs`` into ``output`` (see the module docstring).
 
     Args:
-        model: checkpoint file, run folder, checkpoint dict, :class:`Predictor` or model.
+        model: checkpoint file, run folder, checkpoint dict, :class:`Predictor` or model; a
+            list of several: an :class:`~volseg.inference.ensemble.Ensemble`.
         inputs: file, DICOM folder, folder of cases, or manifest.
-        output: output folder (created).
+        output: output folder (created), or for one volume the label-map file (an image
+            extension: ``seg.nii.gz``; the extension decides its format, probabilities go
+            to ``seg_probs.nii.gz``, no tables are written).
         options: window, TTA, device settings; None fields from the checkpoint config.
         save_probs: also write the class probabilities (segmentation).
         output_format: one of :data:`OUTPUT_FORMATS`; ``same`` keeps the input's extension
@@ -140,23 +149,36 @@ def predict_cohort(
     """
     if output_format not in OUTPUT_FORMATS:
         raise VolsegError(f"output format {output_format!r} is not one of {OUTPUT_FORMATS}")
+    output = Path(output)
+    check_request(model if isinstance(model, list | tuple) else [model], inputs, output)
+    single = output_file(output)
+    if single and output_format == "dicom-seg":
+        raise VolsegError(
+            f"--output {output}: --format dicom-seg writes <case>.dcm into a folder; pass an "
+            "output folder"
+        )
     rank, world, local_rank, barrier = _distributed()
     options = options or InferenceOptions()
     if options.device is None and world > 1 and torch.cuda.is_available():
         options = replace(options, device=f"cuda:{local_rank}")
     predictor = as_predictor(model, options=options)
-    output = Path(output)
     cases = discover_cases(inputs, predictor.modalities, exclude=[output])
     grading = predictor.task != "segmentation"
+    if single and grading:
+        raise VolsegError(
+            f"--output {output}: {predictor.name} grades cases into predictions.csv and "
+            "predictions.json; pass an output folder"
+        )
+    tables = [] if single else [*TABLE_NAMES, *rank_table_names(world)]
     check_outputs(
         cases,
         output,
         output_format,
         label_maps=not grading,
         probabilities=save_probs and not grading,
-        tables=[*TABLE_NAMES, *rank_table_names(world)],
+        tables=tables,
     )
-    output_folder(output)
+    output_folder(output.parent if single else output)
     previous = read_predictions(output / "predictions.json") if grading and skip_existing else {}
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
@@ -174,15 +196,18 @@ def predict_cohort(
             rows.append(row)
             if record is not None:
                 records.append(record)
+            if single:  # the label map is the whole output
+                bar.advance(task)
+                continue
             reported, problem = problem, write_tables(output, rows, records, predictor, table_rank)
             if problem and problem != reported:
                 bar.console.print(f"[red]table not written[/red] {problem}")
             bar.advance(task)
     if world > 1:
         barrier()
-        if rank == 0:
+        if rank == 0 and not single:
             rows, records, problem = merge_ranks(output, world, [c.id for c in cases], predictor)
-    return CohortResult(output, rows, problem)
+    return CohortResult(output, rows, problem, tables=not single)
 
 
 def _run_case(

@@ -3,16 +3,20 @@
 A bad option (a device that is not there, an overlap of 1, zero windows per batch) would
 otherwise fail in every case of a cohort, or deep inside torch; :class:`InferenceOptions`
 refuses it with one line when it is created and again when the checkpoint's defaults fill it.
+torch is imported only to check a named device, so a bad option costs no heavy import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import torch
-
-from volseg.config import Config
 from volseg.errors import VolsegError
+
+if TYPE_CHECKING:
+    import torch
+
+    from volseg.config import Config
 
 BLEND_MODES = ("gaussian", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -36,6 +40,9 @@ class InferenceOptions:
         device: model device; None: ``cuda`` when available, else ``cpu``.
         chunk: slices per encoder call (memory only); None: the config's ``encoder.chunk``.
         top_slices: most-attended slices reported per modality (grading).
+        roi_subset: label names to write (segmentation), or one comma-separated string; the
+            other labels become background.
+            Checked against the model's label map when a predictor takes these options.
     """
 
     roi_slices: int | None = None
@@ -50,6 +57,7 @@ class InferenceOptions:
     device: str | None = None
     chunk: int | None = None
     top_slices: int = 3
+    roi_subset: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         """Refuse values no case could run with (the CLI flag is named in the message).
@@ -68,11 +76,19 @@ class InferenceOptions:
             raise VolsegError(f"--blend {self.mode!r} is not one of {', '.join(BLEND_MODES)}")
         if self.amp not in AMP_MODES:
             raise VolsegError(f"--amp {self.amp!r} is not one of {', '.join(AMP_MODES)}")
+        if isinstance(self.roi_subset, str):  # "liver,spleen" as typed after --roi-subset
+            self.roi_subset = tuple(name.strip() for name in self.roi_subset.split(","))
+        if self.roi_subset is not None:
+            self.roi_subset = tuple(self.roi_subset)
+            if not self.roi_subset or not all(self.roi_subset):
+                raise VolsegError("--roi-subset needs label names, e.g. --roi-subset liver,spleen")
         check_device(self.device, "--device")
         check_device(self.stitch_device, "--stitch-device")
 
     def resolved(self, config: Config) -> InferenceOptions:
         """A copy with every None filled from ``config``."""
+        import torch
+
         roi = config.data.slab if self.roi_slices is None else self.roi_slices
         return replace(
             self,
@@ -98,6 +114,8 @@ def check_device(device: str | torch.device | None, option: str = "--device") ->
     """
     if device is None:
         return
+    import torch
+
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):

@@ -5,7 +5,8 @@ label values or classes); ``volseg predict``, :func:`volseg.predict_volume` and 
 validation all go through it or through :func:`segment_probabilities`.
 
 Options live in :mod:`volseg.inference.options`, reading a case's files in
-:mod:`volseg.inference.case_input`; both are re-exported here.
+:mod:`volseg.inference.case_input`, the results in :mod:`volseg.inference.results`; all are
+re-exported here. Several runs predict together through :mod:`volseg.inference.ensemble`.
 
 - **Preprocessing** is the validation pipeline of :func:`volseg.data.transforms.build_transforms`
   (``train=False``) built from the checkpoint's ``data`` section: RAS, spacing, intensity,
@@ -13,7 +14,8 @@ Options live in :mod:`volseg.inference.options`, reading a case's files in
 - **Segmentation**: slab sliding windows with the encoder run once per slice
   (:mod:`volseg.inference.window`), optional mirror TTA, softmax, then the probabilities are
   taken back to the input grid with :func:`~volseg.data.invert.invert_prediction`, argmaxed
-  and mapped to label values. The label map carries the input image's exact geometry.
+  and mapped to label values (only those of ``roi_subset``, if given). The label map carries
+  the input image's exact geometry.
 - **Grading**: each present modality is encoded once over the whole volume and the MIL head
   runs once; no windows (the head pools over all slices, so a window would change the answer).
   Most-attended slices are reported as slice indices of the *input file* (see
@@ -22,13 +24,9 @@ Options live in :mod:`volseg.inference.options`, reading a case's files in
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,9 +45,14 @@ from volseg.inference.postprocess import (
     keep_largest_component,
     original_slice_indices,
 )
+from volseg.inference.results import GradeResult, SegmentationResult, StepTimer
+from volseg.inference.roi import keep_labels, roi_values
 from volseg.inference.window import autocast, segment_probabilities
 from volseg.io import Image
 from volseg.models.slicing import slice_dim
+
+if TYPE_CHECKING:
+    from volseg.inference.ensemble import Ensemble
 
 __all__ = [
     "CaseInput",
@@ -67,62 +70,6 @@ __all__ = [
 ]
 
 
-class StepTimer:
-    """Wall-clock seconds per named step, summed; waits for CUDA work so GPU time is counted."""
-
-    def __init__(self, device: torch.device | str | None = None) -> None:
-        self.device = torch.device(device) if device is not None else None
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, step: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.seconds[step] += time.perf_counter() - start
-
-    def _sync(self) -> None:
-        if self.device is not None and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-@dataclass
-class SegmentationResult:
-    """A label map on the input grid, and optionally the probabilities it came from.
-
-    Attributes:
-        labels: label values ``(X, Y, Z)`` uint8/uint16 with the input image's geometry.
-        probabilities: ``(K, X, Y, Z)`` float16 on the same grid, or None.
-    """
-
-    labels: Image
-    probabilities: np.ndarray | None = None
-
-
-@dataclass
-class GradeResult:
-    """A case's grade.
-
-    Attributes:
-        probabilities: class name -> probability (softmax), in class order.
-        predicted: the most probable class.
-        modalities_used: modalities present in the case (the model saw these).
-        modality_attention: modality -> weight of the modality-level attention.
-        top_slices: modality -> most-attended slices, input-file indices, most attended first.
-        slice_axis: modality -> input axis (0, 1, 2) the ``top_slices`` indices count along.
-    """
-
-    probabilities: dict[str, float]
-    predicted: str
-    modalities_used: list[str]
-    modality_attention: dict[str, float] = field(default_factory=dict)
-    top_slices: dict[str, list[int]] = field(default_factory=dict)
-    slice_axis: dict[str, int] = field(default_factory=dict)
-
-
 class Predictor:
     """A model ready to predict cases, with its preprocessing and output conventions.
 
@@ -134,10 +81,13 @@ class Predictor:
         label_values: label value of each segmentation class; None: class ``i`` -> ``i``.
         classes: grade class names; None: ``"0"``, ``"1"``, ...
         options: how to predict (None fields from ``config``).
+        label_names: label value -> name (for ``roi_subset``); None: the values as names.
+        name: the run or checkpoint, for messages.
 
     Attributes:
         task: ``segmentation`` or ``classification``.
         device: where the model runs.
+        roi_values: label values written (``roi_subset``), or None for all.
     """
 
     def __init__(
@@ -149,11 +99,15 @@ class Predictor:
         label_values: Sequence[int] | None = None,
         classes: Sequence[str] | None = None,
         options: InferenceOptions | None = None,
+        label_names: Mapping[int, str] | None = None,
+        name: str = "the model",
     ) -> None:
         self.config = config
         self.task = config.model.task
+        self.name = name
         self.modalities = list(modalities)
         self.label_values = list(label_values) if label_values is not None else None
+        self.label_names = {int(v): str(n) for v, n in (label_names or {}).items()}
         self.classes = list(classes) if classes is not None else None
         encoder = getattr(model, "encoder", None)
         if encoder is not None and hasattr(encoder, "vit"):
@@ -183,6 +137,8 @@ class Predictor:
                 :class:`InferenceOptions`).
         """
         self.options = options.resolved(self.config)
+        names = {v: self.label_names.get(v, str(v)) for v in self.label_values or []}
+        self.roi_values = roi_values(self.options.roi_subset, names, self.name, task=self.task)
         self.device = torch.device(self.options.device)
         if self.options.chunk is not None:
             self.model.encoder.chunk = self.options.chunk
@@ -204,7 +160,9 @@ class Predictor:
             model_from_checkpoint,
         )
 
+        name = "the checkpoint"
         if not isinstance(checkpoint, Mapping):
+            name = str(checkpoint)
             checkpoint = load_checkpoint(checkpoint)
         config = config_of(checkpoint)
         segmentation = config.model.task == "segmentation"
@@ -215,6 +173,8 @@ class Predictor:
             label_values=label_values(checkpoint) if segmentation else None,
             classes=None if segmentation else checkpoint["classes"],
             options=options,
+            label_names=checkpoint["labels"] if segmentation else None,
+            name=name,
         )
 
     def predict(
@@ -241,23 +201,31 @@ class Predictor:
             VolsegError: unreadable input, wrong modality count, grids that differ.
         """
         timer = timer or StepTimer(self.device)
+        case = self.read(sources, mask=mask, timer=timer)
+        if self.task == "segmentation":
+            return self.label(case, self.probabilities(case, timer), timer, probabilities)
+        return self.grade(case, timer)
+
+    def read(
+        self,
+        sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
+        *,
+        mask: Source | None = None,
+        timer: StepTimer,
+    ) -> CaseInput:
+        """Read a case's volumes (see :meth:`predict`); segmentation needs every modality."""
         with timer("read"):
-            case = read_case(sources, self.modalities, mask=mask)
-        if self.task == "segmentation" and any(image is None for image in case.images):
-            missing = [m for m, i in zip(self.modalities, case.images, strict=True) if i is None]
-            raise VolsegError(
-                f"{case.reference.path}: modalities {missing} are missing; this segmentation "
-                f"model needs all of {self.modalities}"
-            )
+            segmentation = self.task == "segmentation"
+            return read_case(sources, self.modalities, mask=mask, require_all=segmentation)
+
+    def probabilities(self, case: CaseInput, timer: StepTimer) -> torch.Tensor:
+        """Class probabilities ``(K, X, Y, Z)`` float32 on the CPU, on the input's grid.
+
+        Voxels the foreground crop removed are background with probability 1, so every
+        voxel's probabilities sum to 1 (an ensemble may average them).
+        """
         with timer("preprocess"):
             data = self.transforms(to_data(case, self.modalities))
-        if self.task == "segmentation":
-            return self._segment(case, data, timer, probabilities)
-        return self._grade(case, data, timer)
-
-    def _segment(
-        self, case: CaseInput, data: dict, timer: StepTimer, keep_probs: bool
-    ) -> SegmentationResult:
         image = data["image"].as_tensor()[None]
         o = self.options
         probs = segment_probabilities(
@@ -275,22 +243,34 @@ class Predictor:
         )
         with timer("postprocess"):
             probs = invert_prediction(probs[0].cpu(), data, self.transforms).as_tensor()
-            reference = case.reference
-            if tuple(probs.shape[1:]) != reference.shape:
+            if tuple(probs.shape[1:]) != case.reference.shape:
                 raise RuntimeError(
                     f"inverted prediction {tuple(probs.shape)} does not fit the input grid "
-                    f"{reference.shape}"
+                    f"{case.reference.shape}"
                 )
-            # Voxels the foreground crop removed come back as all-zero probabilities.
             probs[0] += (1 - probs.sum(dim=0)).clamp_min(0)
+        return probs
+
+    def label(
+        self, case: CaseInput, probs: torch.Tensor, timer: StepTimer, keep_probs: bool = False
+    ) -> SegmentationResult:
+        """The label map of :meth:`probabilities` with the input's geometry and header:
+        argmax, label values, largest components and ``roi_subset`` as the options say."""
+        with timer("postprocess"):
             values = self.label_values or list(range(probs.shape[0]))
             labels = class_labels(probs, values)
             if self.options.keep_largest:
                 labels = keep_largest_component(labels, background=values[0])
+            if self.roi_values is not None:
+                labels = keep_labels(labels, self.roi_values, background=0)
             out = probs.numpy().astype(np.float16) if keep_probs else None
+        reference = case.reference
         return SegmentationResult(Image(labels, reference.geometry, header=reference.header), out)
 
-    def _grade(self, case: CaseInput, data: dict, timer: StepTimer) -> GradeResult:
+    def grade(self, case: CaseInput, timer: StepTimer) -> GradeResult:
+        """Grade a case read by :meth:`read` (missing modalities are left out)."""
+        with timer("preprocess"):
+            data = self.transforms(to_data(case, self.modalities))
         volume = data["image"]
         image = volume.as_tensor()[None].to(self.device)
         present = [m for m, i in zip(self.modalities, case.images, strict=True) if i is not None]
@@ -329,22 +309,28 @@ class Predictor:
 
 
 def as_predictor(
-    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
     *,
     options: InferenceOptions | None = None,
     config: Config | None = None,
     modalities: Sequence[str] | None = None,
-) -> Predictor:
+) -> Predictor | Ensemble:
     """A :class:`Predictor` from a predictor, checkpoint (file, run folder, dict) or model.
 
     A bare model takes its preprocessing from ``config`` (default: :class:`Config`'s defaults
     with the model's task), its modalities from ``modalities`` (default: ``image``), class
     ``i`` is written as label value ``i``. A given predictor is returned as it is, or with
-    ``options`` swapped in.
+    ``options`` swapped in. A list or tuple of several checkpoints gives an
+    :class:`~volseg.inference.ensemble.Ensemble` (probabilities averaged).
     """
+    from volseg.inference.ensemble import Ensemble
     from volseg.models import GradingModel
 
-    if isinstance(model, Predictor):
+    if isinstance(model, list | tuple):
+        if len(model) != 1:
+            return Ensemble([as_predictor(m, options=options) for m in model])
+        model = model[0]
+    if isinstance(model, Predictor | Ensemble):
         if options is not None:
             model.set_options(options)
         return model
@@ -359,7 +345,7 @@ def as_predictor(
 
 
 def predict_volume(
-    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
     image: Source | Sequence[Source | None] | Mapping[str, Source | None],
     *,
     options: InferenceOptions | None = None,
@@ -369,7 +355,8 @@ def predict_volume(
 
     Args:
         model: a checkpoint file or run folder, a loaded checkpoint dict, a :class:`Predictor`,
-            or a bare segmentation model (preprocessed with ``config``, see :func:`as_predictor`).
+            a list of checkpoints (an ensemble), or a bare segmentation model (preprocessed
+            with ``config``, see :func:`as_predictor`).
         image: an :class:`~volseg.io.Image`, a file or DICOM folder, or one per modality.
         options: window, TTA and device settings; None: the checkpoint config's.
         config: preprocessing for a bare model.
@@ -395,7 +382,7 @@ def predict_volume(
 
 
 def predict_grade(
-    model: Predictor | nn.Module | str | Path | Mapping[str, Any],
+    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
     images: Source | Sequence[Source | None] | Mapping[str, Source | None],
     *,
     mask: Source | None = None,
