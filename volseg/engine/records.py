@@ -91,7 +91,8 @@ class RunRecords:
             self.plot()
 
     def plot(self) -> None:
-        """Write ``progress.png``: training loss and validation curves per epoch."""
+        """Write ``progress.png``: training loss and validation curves per epoch, the best
+        epoch marked; legends sit below the axes so that no curve is hidden."""
         if not self.enabled or not self.rows:
             return
         import matplotlib
@@ -99,14 +100,13 @@ class RunRecords:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
         train = [r for r in self.rows if "train_loss" in r]
         left.plot([r["epoch"] for r in train], [r["train_loss"] for r in train], label="train")
         val = [r for r in self.rows if "val_loss" in r]
         if val:
             left.plot([r["epoch"] for r in val], [r["val_loss"] for r in val], "o-", label="val")
         left.set(xlabel="epoch", ylabel="loss", title="loss")
-        left.legend()
         keys = [self.score_key] + sorted(
             {k for r in self.rows for k in r if k.startswith("dice/")}
             | {k for r in self.rows for k in r if k in ("balanced_accuracy", "accuracy")}
@@ -116,12 +116,22 @@ class RunRecords:
             if points:
                 style = "o-" if key == self.score_key else ".--"
                 right.plot(*zip(*points, strict=True), style, label=key)
-        right.set(xlabel="epoch", title="validation", ylim=(0, 1.02))
-        if right.lines:
-            right.legend(fontsize="small", loc="lower right")
+        scored = [r for r in self.rows if _finite(r.get(self.score_key))]
+        if scored:  # max keeps the first of equal scores, as best.pt does
+            best = max(scored, key=lambda r: r[self.score_key])
+            for ax in (left, right):
+                ax.axvline(best["epoch"], color="grey", linestyle=":", label="best epoch")
+            right.plot([best["epoch"]], [best[self.score_key]], "*", color="crimson", markersize=12)
+        right.set(xlabel="epoch", ylabel="validation score (0-1)", title="validation")
+        right.set_ylim(-0.02, 1.02)  # curves at 0 stay visible above the axis
+        for ax in (left, right):
+            if ax.lines:
+                ax.legend(
+                    fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3
+                )
         fig.tight_layout()
         with atomic_path(self.run_dir / "progress.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
+            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
 
     def close(self) -> None:
