@@ -18,7 +18,7 @@ from volseg.errors import VolsegError
 from volseg.io import Geometry, Image, read_image, write_like
 from volseg.metrics import evaluate_classification, evaluate_segmentation
 from volseg.report import paired_test, write_report
-from volseg.report.plots import radiological_slices, to_lps
+from volseg.report.overlays import radiological_slices, to_lps
 from volseg.synth import synthesize_glioma, synthesize_organs
 
 FAST = {"workers": 1, "n_resamples": 200}
@@ -344,8 +344,15 @@ def test_render_tool_without_chromium_says_how_to_install(report, capsys):
 def test_render_tool_screenshots_the_report(report, tmp_path):
     from PIL import Image as PILImage
 
-    png = render_tool().render(report, tmp_path / "page.png", width=900, height=1200)
+    tool = render_tool()
+    png = tool.render(report, tmp_path / "page.png", width=900, max_height=1200)
     with PILImage.open(png) as page:
         assert page.size == (900, 1200)
         pixels = np.asarray(page.convert("L"))
     assert pixels.min() < 100 and pixels.max() > 200  # text and tables drawn, not a blank page
+    height = tool.page_height(report, 900, tool.find_chromium())
+    assert height is not None and height > 4000  # longer than the old fixed window
+    with PILImage.open(tool.render(report, tmp_path / "whole.png", width=900)) as page:
+        assert page.size == (900, height)  # the whole page by default
+        bottom = np.asarray(page.convert("L"))[-height // 20 :]
+    assert bottom.min() < 100  # the environment table at the end is in the picture

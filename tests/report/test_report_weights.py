@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from volseg.report import write_report
-from volseg.report.build import WEIGHTS_DESCRIPTIONS
+from volseg.report.headline import WEIGHTS_DESCRIPTIONS
 
 WARNING = "Random encoder weights"
 

@@ -8,10 +8,11 @@ folders; :func:`paired_test` is the paired comparison used between evaluations.
 from __future__ import annotations
 
 from volseg.report.build import build_sections, write_report
-from volseg.report.collect import Collection, Evaluation, Predictions, Run, collect
+from volseg.report.collect import Bench, Collection, Evaluation, Predictions, Run, collect
 from volseg.report.compare import PairedTest, paired_test
 
 __all__ = [
+    "Bench",
     "Collection",
     "Evaluation",
     "PairedTest",

@@ -7,7 +7,10 @@ their files:
 - evaluation (``volseg evaluate``): ``summary.json`` (and ``per_case.csv``);
 - training run (``volseg train``): ``config.yaml`` with ``metrics.csv`` or ``metrics.jsonl``;
   ``params.json`` (parameter counts) and ``splits.json`` are read when present;
-- predictions (``volseg predict``): ``timings.csv``.
+- predictions (``volseg predict``): ``timings.csv``;
+- benchmark (``volseg bench``): ``bench.csv`` (and ``bench.yaml``, whose model order is the
+  order of every table of the report: evaluations, runs and predictions of a bench are sorted
+  by it, not by folder name).
 
 Nothing heavy is loaded here: no checkpoint, no torch.
 """
@@ -15,15 +18,10 @@ Nothing heavy is loaded here: no checkpoint, no torch.
 from __future__ import annotations
 
 import csv
-import datetime
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import re
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,6 @@ SKIP_FOLDERS = {"checkpoints", "tensorboard", "cache", "figures", "__pycache__",
 MAX_DEPTH = 6
 MANIFEST_NAMES = ("manifest.json", "dataset.json")
 _NUMPY_REPR = re.compile(r"^np\.\w+\(([^()]*)\)$")
-PACKAGES = ("volseg", "torch", "monai", "timm", "numpy", "scipy", "SimpleITK", "nibabel")
 
 
 @dataclass
@@ -85,13 +82,43 @@ class Predictions:
 
 
 @dataclass
+class Bench:
+    """One ``volseg bench`` folder.
+
+    Attributes:
+        path: the folder.
+        name: display name.
+        rows: ``bench.csv`` rows (strings), one per model.
+        models: model names in the config's order (``bench.yaml``; else bench.csv's rows).
+        test: the held-out manifest every model was scored on (``bench.yaml`` key ``test``).
+    """
+
+    path: Path
+    name: str
+    rows: list[dict[str, str]]
+    models: list[str]
+    test: str = ""
+
+    def rank(self, folder: Path) -> int | None:
+        """Config position of the model a folder under this bench belongs to (the first
+        part of its relative path named like a model: ``evaluation/<model>``), else None."""
+        try:
+            parts = folder.resolve().relative_to(self.path.resolve()).parts
+        except ValueError:
+            return None
+        return next((self.models.index(p) for p in parts if p in self.models), None)
+
+
+@dataclass
 class Collection:
-    """Everything found under the report's inputs, each kind in discovery order."""
+    """Everything found under the report's inputs: each kind in discovery order, except that
+    the folders of a benchmark follow its config's model order."""
 
     inputs: list[Path]
     evaluations: list[Evaluation] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     predictions: list[Predictions] = field(default_factory=list)
+    benches: list[Bench] = field(default_factory=list)
 
 
 def collect(inputs: Sequence[str | Path]) -> Collection:
@@ -107,7 +134,7 @@ def collect(inputs: Sequence[str | Path]) -> Collection:
         The folders found, read; display names are paths relative to their common parent.
 
     Raises:
-        VolsegError: an input that does not exist, an input holding none of the three kinds,
+        VolsegError: an input that does not exist, an input holding none of the kinds,
             or an unreadable ``summary.json`` / ``config.yaml`` / table.
     """
     if not inputs:
@@ -124,8 +151,9 @@ def collect(inputs: Sequence[str | Path]) -> Collection:
         kinds = list(_discover(root))
         if not kinds:
             raise VolsegError(
-                f"{path}: holds no evaluation (summary.json), run (config.yaml + metrics.csv) or "
-                "prediction (timings.csv) folder; run volseg evaluate/train/predict first"
+                f"{path}: holds no evaluation (summary.json), run (config.yaml + metrics.csv), "
+                "prediction (timings.csv) or bench (bench.csv) folder; run volseg "
+                "evaluate/train/predict/bench first"
             )
         for folder, kind in kinds:
             found.setdefault(folder.resolve(), set()).add(kind)
@@ -144,6 +172,10 @@ def collect(inputs: Sequence[str | Path]) -> Collection:
             out.predictions.append(
                 Predictions(folder, names[folder], read_csv(folder / "timings.csv"))
             )
+        if "bench" in kinds:
+            out.benches.append(_read_bench(folder, names[folder]))
+    for kind in (out.evaluations, out.runs, out.predictions):
+        kind.sort(key=lambda item: _bench_order(item.path, out.benches))
     return out
 
 
@@ -202,24 +234,6 @@ def number(value: Any) -> float:
         return math.nan
 
 
-def environment() -> list[tuple[str, str]]:
-    """Where this report was made: date, volseg's git commit, Python, packages, CPU, GPU."""
-    items = [
-        ("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
-        ("git commit", _git_commit()),
-        ("python", sys.version.split()[0]),
-        ("platform", platform.platform()),
-        ("CPU", f"{_cpu_name()} ({os.cpu_count()} logical cores)"),
-    ]
-    for package in PACKAGES:
-        try:
-            items.append((package, importlib.metadata.version(package)))
-        except importlib.metadata.PackageNotFoundError:
-            items.append((package, "not installed"))
-    items.append(("GPU", _gpu_name()))
-    return items
-
-
 # --- discovery ---------------------------------------------------------------------------------
 
 
@@ -236,6 +250,8 @@ def _discover(root: Path, depth: int = 0) -> Iterator[tuple[Path, str]]:
         yield root, "run"
     if "timings.csv" in names:
         yield root, "predictions"
+    if "bench.csv" in names:
+        yield root, "bench"
     if depth >= MAX_DEPTH:
         return
     for entry in entries:
@@ -311,6 +327,32 @@ def _read_run(folder: Path, name: str) -> Run:
     )
 
 
+def _read_bench(folder: Path, name: str) -> Bench:
+    import yaml
+
+    rows = read_csv(folder / "bench.csv")
+    try:
+        config = yaml.safe_load((folder / "bench.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = None  # bench.csv alone still makes a leaderboard, in its own row order
+    config = config if isinstance(config, dict) else {}
+    models = [
+        str(m["name"]) for m in config.get("models") or [] if isinstance(m, dict) and m.get("name")
+    ]
+    models += [r["model"] for r in rows if r.get("model") and r["model"] not in models]
+    return Bench(folder, name, rows, models, str(config.get("test") or ""))
+
+
+def _bench_order(folder: Path, benches: list[Bench]) -> tuple[int, int]:
+    """Sort key: (bench, config position) for a bench's folders; others keep their place
+    after them (the sort is stable)."""
+    for b, bench in enumerate(benches):
+        rank = bench.rank(folder)
+        if rank is not None:
+            return b, rank
+    return len(benches), 0
+
+
 def _read_metric_rows(folder: Path) -> list[dict[str, float]]:
     """Numeric columns of metrics.csv (or metrics.jsonl), one dict per logged row."""
     if (folder / "metrics.csv").is_file():
@@ -345,58 +387,3 @@ def _read_json(path: Path, kind: type) -> Any:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return value if isinstance(value, kind) else None
-
-
-# --- environment -------------------------------------------------------------------------------
-
-
-def _git_commit() -> str:
-    """Short commit of the volseg source in use, marked when it has uncommitted changes."""
-    top = _git("rev-parse", "--show-toplevel")  # a site-packages install may sit in another repo
-    commit = _git("rev-parse", "--short", "HEAD")
-    if not top or not commit or not (Path(top) / "volseg" / "__init__.py").is_file():
-        return "unknown"
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return f"{commit} (with uncommitted changes)" if dirty else commit
-
-
-def _git(*args: str) -> str:
-    """Output of a read-only git command in volseg's source tree; '' when it fails."""
-    try:
-        result = subprocess.run(
-            ["git", *args],
-            cwd=Path(__file__).resolve().parents[2],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _gpu_name() -> str:
-    try:
-        import torch
-    except ImportError:
-        return "none (torch not installed)"
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        return (
-            f"{torch.cuda.get_device_name(0)} x {count}"
-            if count > 1
-            else (torch.cuda.get_device_name(0))
-        )
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "Apple MPS"
-    return "none (CPU only)"

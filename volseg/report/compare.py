@@ -1,4 +1,5 @@
-"""Side-by-side comparison of evaluations of one task, with paired per-case tests.
+"""Side-by-side comparison of evaluations of one task, with paired per-case tests, and the
+leaderboard of a benchmark (``bench.csv`` in the config's model order).
 
 Cases are paired by id. Differences are ``other - baseline`` (the baseline is the first
 evaluation given): per-case Dice per class and its mean over classes for segmentation, the
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from volseg.report import plots
-from volseg.report.collect import Evaluation, number
+from volseg.report.collect import Bench, Evaluation, number
 from volseg.report.render import Block, Figure, Section, Table, Text
 from volseg.report.results import (
     CLS_METRICS,
@@ -77,6 +78,53 @@ def paired_test(differences: Sequence[float]) -> PairedTest:
         return replace(base, reason=reason)
     result = wilcoxon(nonzero)
     return replace(base, statistic=float(result.statistic), pvalue=float(result.pvalue))
+
+
+LEADERBOARD_COLUMNS = (
+    ("score", "score", 3),
+    ("train_seconds", "training s", 1),
+    ("seconds_per_volume", "s per volume", 3),
+    ("peak_memory_mb", "peak memory MB", 0),
+)
+
+
+def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
+    """One 'Leaderboard' section per benchmark: its bench.csv rows in the config's model
+    order, with each model's rank by score (1 = best; higher scores are better)."""
+    sections = []
+    for bench in benches:
+        by_model = {row.get("model", ""): row for row in bench.rows}
+        rows = [by_model[m] for m in bench.models if m in by_model]
+        scores = sorted(
+            {v for r in rows if math.isfinite(v := number(r.get("score")))}, reverse=True
+        )
+        table = []
+        for row in rows:
+            score = number(row.get("score"))
+            rank = str(scores.index(score) + 1) if math.isfinite(score) else "n/a"
+            cells = [fmt(row.get(key), digits) for key, _, digits in LEADERBOARD_COLUMNS]
+            table.append(
+                [
+                    row.get("model", ""),
+                    rank,
+                    *cells,
+                    row.get("score_name", ""),
+                    row.get("device", ""),
+                ]
+            )
+        header = ["model", "rank", *(title for _, title, _ in LEADERBOARD_COLUMNS)]
+        caption = (
+            f"{bench.path / 'bench.csv'}, in the order of the bench config's models; rank by "
+            "score (1 = best). Scores are on the held-out test set "
+            f"{bench.test or '(see bench.yaml)'}; their CIs and paired tests follow below."
+        )
+        sections.append(
+            Section(
+                f"Leaderboard: {bench.name}",
+                [Table([*header, "score is", "device"], table, caption, title="bench.csv")],
+            )
+        )
+    return sections
 
 
 def comparison_sections(evaluations: Sequence[Evaluation]) -> list[Section]:

@@ -1,15 +1,6 @@
-"""The report's figures as PNG bytes, drawn with matplotlib's Agg backend (no display needed).
-
-Overlays are shown in radiological convention: the volumes are first reoriented to the
-nearest LPS axes (array index i grows to the patient's Left, j to Posterior, k to Superior;
-an oblique tilt is not resampled away, as in a viewer's "voxel" mode), then
-
-- axial: anterior up, the patient's right on the left of the screen (looking from the feet);
-- coronal: superior up, the patient's right on the left (looking from the front);
-- sagittal: superior up, anterior on the left.
-
-Every pixel is drawn with its physical size (spacing), so anisotropic volumes keep their true
-proportions. Reference contours are green, predicted contours red.
+"""The report's charts as PNG bytes, drawn with matplotlib's Agg backend (no display needed):
+metric distributions, paired differences, ROC curves, confusion matrices and training curves.
+Overlays of label maps on the scan are in :mod:`volseg.report.overlays`.
 """
 
 from __future__ import annotations
@@ -20,17 +11,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from volseg.io import Image
-
-REFERENCE_COLOUR = "#22c55e"
-PREDICTION_COLOUR = "#ef4444"
 UNIT_METRICS = ("Dice", "IoU", "NSD", "AUC", "accuracy", "balanced_accuracy", "F1")
-_VIEWS = ("axial", "coronal", "sagittal")
 
 
 def to_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -155,22 +138,82 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> bytes:
     return to_png(fig)
 
 
-def training_curves(rows: Sequence[Mapping[str, float]], title: str) -> bytes | None:
-    """Logged values against epoch (else step): losses, other metrics, learning rates.
+# Logged per-epoch counters and sizes: bookkeeping, not curves (``val_cases`` is no score)
+BOOKKEEPING = {"epoch", "step", "iteration", "batch", "cases", "samples", "batches"}
+BOOKKEEPING_ENDS = ("_cases", "_count", "_batches", "_epochs", "_steps", "_samples")
+SCORE_COLUMNS = ("dice_mean", "auc", "val_dice_mean", "val_auc", "balanced_accuracy")
+GROUP_LABELS = {
+    "loss": "loss",
+    "validation": "score (0-1, higher is better)",
+    "other metrics": "value",
+    "learning rate": "learning rate",
+}
 
-    Columns about time or memory are left to the timing table. Returns None when nothing
-    numeric is left to draw.
-    """
-    x_key = next((k for k in ("epoch", "step") if any(k in r for r in rows)), None)
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("epoch", "step")]
-    keys = [k for k in keys if not is_resource_column(k)]
+
+def is_bookkeeping(key: str) -> bool:
+    """True for logged columns that are counters, sizes, time or memory, not curves."""
+    lowered = key.lower()
+    return (
+        lowered in BOOKKEEPING
+        or lowered.endswith(BOOKKEEPING_ENDS)
+        or lowered.startswith(("n_", "num_"))
+        or is_resource_column(key)
+    )
+
+
+def curve_groups(rows: Sequence[Mapping[str, float]]) -> dict[str, list[str]]:
+    """The logged columns drawn as curves, by panel: ``loss``, ``validation`` (scores in
+    [0, 1]), ``other metrics`` and ``learning rate``; bookkeeping columns are left out."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if not is_bookkeeping(k)]
     lr = [k for k in keys if is_lr(k)]
     loss = [k for k in keys if "loss" in k and k not in lr]
-    other = [k for k in keys if k not in lr and k not in loss]
-    groups = {n: ks for n, ks in (("loss", loss), ("metrics", other), ("learning rate", lr)) if ks}
+    rest = [k for k in keys if k not in lr and k not in loss]
+    unit = [k for k in rest if all(0 <= r[k] <= 1 for r in rows if k in r)]
+    groups = (
+        ("loss", loss),
+        ("validation", unit),
+        ("other metrics", [k for k in rest if k not in unit]),
+        ("learning rate", lr),
+    )
+    return {name: ks for name, ks in groups if ks}
+
+
+def score_column(rows: Sequence[Mapping[str, float]]) -> str | None:
+    """The column that picks the best epoch: mean Dice or AUC as training logs them (else the
+    first column named like Dice or AUC that is not per class); None without one."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    for key in SCORE_COLUMNS:
+        if key in keys:
+            return key
+    return next((k for k in keys if ("dice" in k or "auc" in k) and "/" not in k), None)
+
+
+def best_epoch(rows: Sequence[Mapping[str, float]]) -> tuple[str, float, float] | None:
+    """``(score column, epoch, score)`` of the best logged score (the first of equal ones, as
+    training keeps best.pt); None without a score column."""
+    key = score_column(rows)
+    x_key = next((k for k in ("epoch", "step") if any(k in r for r in rows)), None)
+    points = [(r[x_key] if x_key else n, r[key]) for n, r in enumerate(rows) if key and key in r]
+    if not key or not points:
+        return None
+    x, value = max(points, key=lambda p: p[1])  # max returns the first maximum
+    return key, float(x), float(value)
+
+
+def training_curves(rows: Sequence[Mapping[str, float]], title: str) -> bytes | None:
+    """Logged values against epoch (else step), one panel per :func:`curve_groups` group,
+    with the best epoch (:func:`best_epoch`) marked in every panel.
+
+    Returns None when nothing numeric is left to draw.
+    """
+    x_key = next((k for k in ("epoch", "step") if any(k in r for r in rows)), None)
+    groups = curve_groups(rows)
     if not groups:
         return None
-    fig = Figure(figsize=(4.4 * len(groups), 3.4), layout="constrained")
+    best = best_epoch(rows)
+    fig = Figure(figsize=(4.4 * len(groups), 3.6), layout="constrained")
+    if best is not None:
+        title += f": best {best[0]} {best[2]:.3f} at {x_key or 'row'} {best[1]:g}"
     fig.suptitle(title, fontsize=10)
     for i, (name, ks) in enumerate(groups.items()):
         ax = fig.add_subplot(1, len(groups), i + 1)
@@ -179,13 +222,21 @@ def training_curves(rows: Sequence[Mapping[str, float]], title: str) -> bytes | 
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)
+        if best is not None:
+            ax.axvline(best[1], color="#6b7280", linestyle="--", linewidth=1, label="best epoch")
+            if best[0] in ks:
+                ax.plot([best[1]], [best[2]], marker="*", markersize=13, color="#dc2626",
+                        linestyle="none", zorder=4)  # fmt: skip
         if name == "learning rate" and all(v > 0 for r in rows for k, v in r.items() if k in ks):
             ax.set_yscale("log")
+        if name == "validation":
+            ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(x_key or "logged row")
+        ax.set_ylabel(GROUP_LABELS[name])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
     return to_png(fig)
 
 
@@ -198,144 +249,6 @@ def is_resource_column(key: str) -> bool:
     """True for logged columns about time or memory (reported in the timing table)."""
     lowered = key.lower()
     return any(w in lowered for w in ("second", "time", "memory", "mem_", "_mb", "_gb"))
-
-
-# --- overlays ----------------------------------------------------------------------------------
-
-
-def to_lps(array: np.ndarray, image: Image) -> tuple[np.ndarray, np.ndarray]:
-    """Reorient a ``(X, Y, Z)`` array on ``image``'s grid to the nearest LPS axes.
-
-    Returns:
-        The array with index i growing to the patient's Left, j to Posterior, k to Superior,
-        and its spacing (mm) in that axis order.
-    """
-    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("L", "P", "S")))
-    spacing = np.empty(3)
-    for axis, (target, _) in enumerate(transform):
-        spacing[int(target)] = image.spacing[axis]
-    return apply_orientation(array, transform), spacing
-
-
-def radiological_slices(
-    volume: np.ndarray, spacing: np.ndarray, centre: Sequence[int]
-) -> list[tuple[str, np.ndarray, tuple[float, float], tuple[str, str, str, str]]]:
-    """Axial, coronal and sagittal slices of an LPS-ordered volume through ``centre``.
-
-    Returns:
-        ``(view, slice (rows, cols), (pixel width, pixel height) in mm, edge letters
-        (top, bottom, left, right))`` per view; row 0 is the top of the screen.
-    """
-    i, j, k = (int(c) for c in centre)
-    sx, sy, sz = (float(s) for s in spacing)
-    return [
-        ("axial", volume[:, :, k].T, (sx, sy), ("A", "P", "R", "L")),
-        ("coronal", volume[:, j, :].T[::-1], (sx, sz), ("S", "I", "R", "L")),
-        ("sagittal", volume[i, :, :].T[::-1], (sy, sz), ("S", "I", "A", "P")),
-    ]
-
-
-def overlay(reference: Image, prediction: Image, image: Image | None, title: str) -> bytes:
-    """Axial, coronal and sagittal slices through the reference's centroid with contours.
-
-    Args:
-        reference: reference label map.
-        prediction: predicted label map on the same grid.
-        image: the scan on the same grid (first channel used), or None to draw the reference
-            as a grey silhouette instead.
-        title: figure title (case, rank, score).
-    """
-    ref, spacing = to_lps(np.asarray(reference.array), reference)
-    pred, _ = to_lps(np.asarray(prediction.array), reference)
-    if image is not None:
-        background, _ = to_lps(np.asarray(image.channel(0).array, dtype=np.float32), reference)
-        low, high = np.percentile(background, [0.5, 99.5])
-    else:
-        background, low, high = (ref > 0).astype(np.float32) * 0.35, 0.0, 1.0
-    centre = _centroid(ref if ref.any() else pred)
-    labels = sorted(int(v) for v in np.union1d(np.unique(ref), np.unique(pred)) if v)
-    panels = list(
-        zip(
-            radiological_slices(background, spacing, centre),
-            radiological_slices(ref, spacing, centre),
-            radiological_slices(pred, spacing, centre),
-            strict=True,
-        )
-    )
-    widths = [p[0][1].shape[1] * p[0][2][0] for p in panels]
-    heights = [p[0][1].shape[0] * p[0][2][1] for p in panels]
-    row_height = 3.3
-    fig = Figure(
-        figsize=(sum(row_height * w / max(heights) for w in widths) + 0.6, row_height + 0.7),
-        layout="constrained",
-    )
-    fig.suptitle(title, fontsize=10)
-    axes = fig.subplots(1, 3, width_ratios=widths)
-    for ax, ((view, grey, (pw, ph), letters), (_, r, _, _), (_, p, _, _)) in zip(
-        axes, panels, strict=True
-    ):
-        rows, cols = grey.shape
-        ax.imshow(
-            grey,
-            cmap="gray",
-            vmin=low,
-            vmax=high,
-            interpolation="nearest",
-            extent=(0, cols * pw, rows * ph, 0),
-        )
-        xs, ys = (np.arange(cols) + 0.5) * pw, (np.arange(rows) + 0.5) * ph
-        for label in labels:  # reference under prediction, wider: a perfect match shows both
-            for mask, colour, width in (
-                (r == label, REFERENCE_COLOUR, 2.4),
-                (p == label, PREDICTION_COLOUR, 1.2),
-            ):
-                if mask.any() and not mask.all():
-                    ax.contour(
-                        xs,
-                        ys,
-                        mask.astype(np.float32),
-                        levels=[0.5],
-                        colors=colour,
-                        linewidths=width,
-                    )
-        ax.set_xlim(0, cols * pw)
-        ax.set_ylim(rows * ph, 0)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(view, fontsize=9)
-        for text, xy, align in zip(
-            letters,
-            ((0.5, 0.98), (0.5, 0.02), (0.02, 0.5), (0.98, 0.5)),
-            (("center", "top"), ("center", "bottom"), ("left", "center"), ("right", "center")),
-            strict=True,
-        ):
-            ax.text(
-                *xy,
-                text,
-                transform=ax.transAxes,
-                ha=align[0],
-                va=align[1],
-                color="#facc15",
-                fontsize=9,
-                fontweight="bold",
-                path_effects=[withStroke(linewidth=2.5, foreground="black")],
-            )
-    handles = [
-        Line2D([], [], color=REFERENCE_COLOUR, label="reference"),
-        Line2D([], [], color=PREDICTION_COLOUR, label="prediction"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    return to_png(fig)
-
-
-def _centroid(mask: np.ndarray) -> tuple[int, int, int]:
-    """Rounded centre of mass of the non-zero voxels; the volume centre when there are none."""
-    points = np.argwhere(mask)
-    if not points.size:
-        return tuple(s // 2 for s in mask.shape)  # type: ignore[return-value]
-    centre = np.rint(points.mean(axis=0)).astype(int)
-    return tuple(int(c) for c in centre)  # type: ignore[return-value]
 
 
 def _num(value: float | None) -> str:

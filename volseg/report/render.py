@@ -28,20 +28,43 @@ class Text:
 @dataclass
 class Facts:
     """Key-value pairs, shown as a compact two-column list (folded away under its caption in
-    HTML when ``collapsed``)."""
+    HTML when ``collapsed``), under ``title`` when given."""
 
     items: list[tuple[str, str]]
     caption: str = ""
     collapsed: bool = False
+    title: str = ""
 
 
 @dataclass
 class Table:
-    """A table of already formatted cells; ``rows`` hold one string per ``header`` column."""
+    """A table of already formatted cells; ``rows`` hold one string per ``header`` column.
+    ``title`` is shown above it, ``caption`` (notes) below."""
 
     header: list[str]
     rows: list[list[str]]
     caption: str = ""
+    title: str = ""
+
+
+@dataclass
+class Headline:
+    """One result at the top of the report: the main score, its CI, and what produced it.
+
+    Attributes:
+        title: what was scored (the evaluation's name).
+        metric: the score's name (``foreground mean Dice``, ``AUC``).
+        score: the formatted score; ``ci`` its formatted 95% CI (``[0.71, 0.80]``) or "".
+        items: (key, value) lines: task, data, model, encoder weights.
+        alert: keys of ``items`` to show as alarming (e.g. random encoder weights).
+    """
+
+    title: str
+    metric: str
+    score: str
+    ci: str
+    items: list[tuple[str, str]]
+    alert: tuple[str, ...] = ()
 
 
 @dataclass
@@ -122,15 +145,29 @@ figcaption{color:#57606a;font-size:12.5px;max-width:760px}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.row>*{flex:0 1 auto}
 summary{cursor:pointer;color:#57606a;font-size:13.5px;margin:8px 0}
 .note{background:#fff8e1;border-left:4px solid #e0b000;padding:4px 10px;font-size:13.5px}
-.warn{background:#fdecea;border-left:5px solid #c62828;padding:6px 12px;font-weight:600}
+.warn{background:#fdecea;border:2px solid #c62828;border-left-width:8px;padding:8px 14px;
+ font-weight:600;font-size:15.5px;margin:10px 0}
+.ttl{font-weight:600;margin:14px 0 2px;font-size:14.5px}
+.headline{display:flex;flex-wrap:wrap;gap:16px;margin:14px 0 8px}
+.card{border:1px solid #c8d1da;border-top:5px solid #0b5cad;border-radius:4px;
+ padding:10px 16px;background:#f8fafc;flex:1 1 420px;max-width:640px}
+.card h2{font-size:16px;margin:0 0 4px;border:0;padding:0}
+.score{font-size:34px;font-weight:700;color:#0b3d74;line-height:1.15}
+.score .ci{font-size:18px;font-weight:500;color:#334155;margin-left:8px}
+.metric{color:#475569;font-size:13.5px;margin-bottom:6px}
+dd.alert{color:#b71c1c;font-weight:700}
 """
 
 
 def render_html(
-    title: str, subtitle: str, sections: Sequence[Section], warnings: Sequence[str] = ()
+    title: str,
+    subtitle: str,
+    sections: Sequence[Section],
+    warnings: Sequence[str] = (),
+    headline: Sequence[Headline] = (),
 ) -> str:
-    """One self-contained HTML page (figures embedded as base64 PNG data URIs); ``warnings``
-    stand out under the title."""
+    """One self-contained HTML page (figures embedded as base64 PNG data URIs); the
+    ``headline`` results open the page, with the ``warnings`` right under them."""
     nav = " ".join(f'<a href="#{s.anchor}">{_e(s.title)}</a>' for s in sections if s.level == 2)
     parts = [
         "<!DOCTYPE html>",
@@ -139,6 +176,12 @@ def render_html(
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="sub">{_e(subtitle)}</p>',
+    ]
+    if headline:
+        parts.append('<div class="headline" id="headline">')
+        parts += [_html_headline(h) for h in headline]
+        parts.append("</div>")
+    parts += [
         *(f'<p class="warn" role="alert">Warning: {_e(w)}</p>' for w in warnings),
         f"<nav>{nav}</nav>",
     ]
@@ -150,6 +193,20 @@ def render_html(
     return "\n".join(parts) + "\n"
 
 
+def _html_headline(h: Headline) -> str:
+    ci = f'<span class="ci">95% CI {_e(h.ci)}</span>' if h.ci else ""
+    items = "".join(
+        f"<dt>{_e(k)}</dt>"
+        + (f'<dd class="alert">{_e(v)}</dd>' if k in h.alert else f"<dd>{_e(v)}</dd>")
+        for k, v in h.items
+    )
+    return (
+        f'<section class="card"><h2>{_e(h.title)}</h2>'
+        f'<div class="score">{_e(h.score)}{ci}</div><div class="metric">{_e(h.metric)}</div>'
+        f"<dl>{items}</dl></section>"
+    )
+
+
 def _html_block(block: Block) -> str:
     if isinstance(block, Text):
         return f'<p class="note">{_e(block.text)}</p>' if block.note else f"<p>{_e(block.text)}</p>"
@@ -158,7 +215,7 @@ def _html_block(block: Block) -> str:
         if block.collapsed:
             return f"<details><summary>{_e(block.caption)}</summary><dl>{items}</dl></details>"
         caption = f'<p class="sub">{_e(block.caption)}</p>' if block.caption else ""
-        return f"<dl>{items}</dl>{caption}"
+        return f"{_title(block.title)}<dl>{items}</dl>{caption}"
     if isinstance(block, Table):
         first = block.rows[0] if block.rows else []
         head = "".join(  # a header aligns with the cells below it
@@ -174,7 +231,8 @@ def _html_block(block: Block) -> str:
             for row in block.rows
         )
         caption = f"<caption>{_e(block.caption)}</caption>" if block.caption else ""
-        return f'<div class="scroll"><table>{caption}<tr>{head}</tr>{body}</table></div>'
+        table = f"<table>{caption}<tr>{head}</tr>{body}</table>"
+        return f'<div class="scroll">{_title(block.title)}{table}</div>'
     if isinstance(block, Figure):
         data = base64.b64encode(block.png).decode("ascii")
         caption = f"<figcaption>{_e(block.caption)}</figcaption>" if block.caption else ""
@@ -182,6 +240,10 @@ def _html_block(block: Block) -> str:
         return f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">{caption}</figure>'
 
     return '<div class="row">' + "".join(_html_block(b) for b in block.blocks) + "</div>"
+
+
+def _title(text: str) -> str:
+    return f'<p class="ttl">{_e(text)}</p>' if text else ""
 
 
 def _td(cell: str) -> str:
@@ -197,11 +259,19 @@ def _e(text: object) -> str:
 
 
 def render_markdown(
-    title: str, subtitle: str, sections: Sequence[Section], warnings: Sequence[str] = ()
+    title: str,
+    subtitle: str,
+    sections: Sequence[Section],
+    warnings: Sequence[str] = (),
+    headline: Sequence[Headline] = (),
 ) -> str:
     """GitHub-flavoured Markdown; figures link to ``figures/<name>.png`` next to the file;
-    ``warnings`` are quoted in bold under the title."""
+    the ``headline`` results and the ``warnings`` (quoted in bold) come under the title."""
     lines = [f"# {_md(title)}", "", f"*{_md(subtitle)}*", ""]
+    for h in headline:
+        score = f"{h.score} (95% CI {h.ci})" if h.ci else h.score
+        lines += [f"**{_md(h.title)}: {_md(h.metric)} {_md(score)}**", ""]
+        lines += [f"- **{_md(k)}**: {_md(v)}" for k, v in h.items] + [""]
     for warning in warnings:
         lines += [f"> **Warning:** {_md(warning)}", ""]
     for section in sections:
@@ -216,12 +286,14 @@ def _md_block(block: Block) -> list[str]:
         return [f"> {_md(block.text)}" if block.note else _md(block.text), ""]
     if isinstance(block, Facts):
         lines = [f"- **{_md(k)}**: {_md(v)}" for k, v in block.items]
+        lines = ([f"**{_md(block.title)}**", ""] if block.title else []) + lines
         if not block.caption:
             return [*lines, ""]
         caption = f"*{_md(block.caption)}*"
         return [caption, "", *lines, ""] if block.collapsed else [*lines, "", caption, ""]
     if isinstance(block, Table):
-        lines = [
+        lines = [f"**{_md(block.title)}**", ""] if block.title else []
+        lines += [
             "| " + " | ".join(_cell(h) for h in block.header) + " |",
             "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(block.header))) + "|",
         ]

@@ -14,7 +14,7 @@ from typing import Any
 from volseg.data import Manifest, load_manifest
 from volseg.errors import VolsegError
 from volseg.io import Image, read_image
-from volseg.report import plots
+from volseg.report import overlays, plots
 from volseg.report.collect import Evaluation, manifest_path, number
 from volseg.report.render import Block, Facts, Figure, Row, Section, Table, Text
 
@@ -198,6 +198,7 @@ def _overlays(
             manifest = None
     blocks: list[Block] = []
     labels = list(labels_of(ev.summary))
+    names = {int(k): v for k, v in labels_of(ev.summary).items() if k.lstrip("-").isdigit()}
     for rank, index in picks.items():
         case = cases[index]
         case_id = str(case.get("case"))
@@ -221,14 +222,20 @@ def _overlays(
             continue
         image, why = _case_image(manifest, case_id, reference)
         score = case_mean(case, labels)
-        png = plots.overlay(
-            reference, prediction, image, f"{rank}: {case_id} (mean Dice {score:.3f})"
+        png = overlays.overlay(
+            reference,
+            prediction,
+            image,
+            f"{rank}: {case_id} (mean Dice {score:.3f})",
+            names,
         )
         caption = (
-            f"{rank.capitalize()} case by mean foreground Dice: {case_id}. Slices through the "
-            "reference's centroid in radiological convention (axial and coronal: patient's "
-            "right on the left; sagittal: anterior on the left), drawn at physical aspect "
-            "ratio. Reference contours green, prediction red."
+            f"{rank.capitalize()} case by mean foreground Dice: {case_id}. Top row reference, "
+            "bottom row prediction, on the same slices through the reference's centroid (slice "
+            "index: 0-based voxel index in the file), in radiological convention (axial and "
+            "coronal: patient's right on the left; sagittal: anterior on the left), drawn at "
+            "physical aspect ratio with a scale bar in mm. One colour per label, the same in "
+            "every overlay; the legend names them."
         ) + (f" {why}" if why else "")
         blocks.append(Figure(f"{ev.name}_overlay_{rank}", png, caption))
     return blocks
