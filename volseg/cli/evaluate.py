@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from volseg.cli.main import add_command
@@ -21,7 +22,11 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
         "Grading: --pred is predictions.csv (case_id, prob_<class> columns, as volseg predict\n"
         "writes) and --ref a manifest or CSV with case_id,label.\n"
         "Writes OUT/summary.json (per case, per class, mean, foreground mean, CIs, the\n"
-        "conventions for empty masks) and OUT/per_case.csv.\n\n"
+        "conventions for empty masks) and OUT/per_case.csv.\n"
+        "Empty references: if all are empty there is nothing to score (an error); if some are,\n"
+        "they are scored by the empty-mask conventions (kept: a false positive on a healthy\n"
+        "case counts; MONAI's DiceMetric(ignore_empty=True) would drop them) with a warning.\n"
+        "Predicted labels missing from the label map are not scored, with a warning.\n\n"
         "examples:\n"
         "  volseg evaluate --pred preds/ --ref data/synthetic/organs/manifest.json --out eval/\n"
         "  volseg evaluate --pred preds/ --ref labelsTs/ --out eval/ --tolerance 1=2,2=3\n"
@@ -80,6 +85,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 f"{_fmt(row.get('HD95')):>10}{_fmt(row.get('NSD')):>8}"
             )
         print(f"foreground mean Dice: {_fmt(summary['foreground_mean'].get('Dice'))}")
+        for warning in summary.get("warnings", []):
+            print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out / 'summary.json'} and {args.out / 'per_case.csv'}")
     return 0
 

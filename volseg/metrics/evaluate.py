@@ -74,13 +74,22 @@ def evaluate_segmentation(
         n_resamples: bootstrap resamples for the CIs of the means (0 skips them).
         seed: bootstrap seed.
 
+    Empty references: when every reference is empty there is nothing to score, which is an
+    error; when some are, they are scored by the conventions of
+    :data:`~volseg.metrics.segmentation.CONVENTIONS` (kept, so a false positive on a healthy
+    case counts) and ``summary["warnings"]`` says how many, since MONAI's
+    ``DiceMetric(ignore_empty=True)`` would leave them out. Predicted labels that ``labels``
+    (or the manifest's map) does not have are not scored, and ``summary["warnings"]`` names
+    them.
+
     Returns:
         The summary exactly as written to ``summary.json`` (label keys as strings, NaN as None).
 
     Raises:
-        VolsegError: unreadable input, missing predictions, no matching cases, a prediction on
-            another grid than its reference (names the case and what differs), a label map
-            with fractional or negative values, or an output folder that cannot be written.
+        VolsegError: every reference empty, unreadable input, missing predictions, no matching
+            cases, a prediction on another grid than its reference (names the case and what
+            differs), a label map with fractional or negative values, or an output folder that
+            cannot be written.
     """
     pred, out_dir = Path(pred), Path(out_dir)
     refs, manifest_labels = _reference_files(Path(ref))
@@ -92,9 +101,20 @@ def evaluate_segmentation(
         nsd_tolerances(tolerance_mm, list(wanted))  # fail before any work
     jobs = [(cid, preds[cid], refs[cid], wanted, tolerance_mm) for cid in matched]
     results = _run(_score_case, jobs, workers)
+    empty = [
+        cid for cid, (_, ref_labels, _) in zip(matched, results, strict=True) if not ref_labels
+    ]
+    if len(empty) == len(matched):
+        raise VolsegError(
+            f"{ref}: all {len(matched)} reference label maps are empty (no voxel above 0), so "
+            "there is nothing to score; check that --ref names the label maps (not the images)"
+        )
+    warnings = _empty_reference_warning(empty, len(matched))
     if wanted is None:
-        found = sorted(set().union(*(found for _, found in results)))
+        found = sorted(set().union(*(found for _, found, _ in results)))
         wanted = {label: str(label) for label in found}
+    else:
+        warnings += _unknown_label_warning(matched, results, wanted, ref)
     tolerances = nsd_tolerances(tolerance_mm, list(wanted))
     per_case = [
         {
@@ -103,7 +123,7 @@ def evaluate_segmentation(
             "reference_file": str(refs[cid]),
             "metrics": {label: scores.get(label) or both_empty() for label in wanted},
         }
-        for cid, (scores, _) in zip(matched, results, strict=True)
+        for cid, (scores, _, _) in zip(matched, results, strict=True)
     ]
     summary = {
         "task": "segmentation",
@@ -119,6 +139,7 @@ def evaluate_segmentation(
         "bootstrap": {"method": METHOD, "n_resamples": n_resamples, "seed": seed, "alpha": 0.05},
         "missing_predictions": missing,
         "unmatched_predictions": extra,
+        "warnings": warnings,
     }
     rows = [
         {"case": c["case"], "label": label, "name": wanted[label]}
@@ -133,14 +154,49 @@ def evaluate_segmentation(
 # --- segmentation helpers ----------------------------------------------------------------------
 
 
+def _empty_reference_warning(empty: list[str], total: int) -> list[str]:
+    """One line when some (not all) references are empty (see :func:`evaluate_segmentation`)."""
+    if not empty:
+        return []
+    shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+    return [
+        f"{len(empty)} of {total} reference label maps are empty ({shown}); they are scored "
+        "by the empty-mask conventions (nothing predicted: Dice 1, something predicted: "
+        "Dice 0), which MONAI's DiceMetric(ignore_empty=True) would leave out"
+    ]
+
+
+def _unknown_label_warning(
+    cases: list[str], results: list, wanted: Mapping[int, str], ref: str | Path
+) -> list[str]:
+    """One line naming predicted labels that the scored label map does not have."""
+    unknown: dict[int, list[str]] = {}
+    for cid, (_, _, predicted) in zip(cases, results, strict=True):
+        for label in sorted(predicted - set(wanted)):
+            unknown.setdefault(label, []).append(cid)
+    if not unknown:
+        return []
+    labels = ", ".join(
+        f"{label} (case {cids[0]}" + (f" and {len(cids) - 1} more)" if len(cids) > 1 else ")")
+        for label, cids in sorted(unknown.items())
+    )
+    known = ", ".join(str(label) for label in wanted)
+    return [
+        f"predictions hold labels {labels} that are not in the label map of {ref} "
+        f"({known}); they are not scored: check the model was trained with this label map, "
+        "or pass --labels"
+    ]
+
+
 def _score_case(
     case_id: str,
     pred_path: Path,
     ref_path: Path,
     labels: Mapping[int, str] | None,
     tolerance_mm: float | Mapping[int, float],
-) -> tuple[dict[int, dict[str, float]], set[int]]:
-    """Metrics of one case (runs in a worker) and the non-zero labels of its reference.
+) -> tuple[dict[int, dict[str, float]], set[int], set[int]]:
+    """Metrics of one case (runs in a worker), the non-zero labels of its reference and of its
+    prediction.
 
     Without a label list, the labels scored are those in the prediction or the reference;
     the caller fills labels absent from both with the both-empty convention.
@@ -155,9 +211,9 @@ def _score_case(
             "volseg evaluate never resamples"
         )
     ref_array, pred_array = _label_array(ref.array, ref_path), _label_array(pred.array, pred_path)
-    ref_labels = _present(ref_array)
+    ref_labels, pred_labels = _present(ref_array), _present(pred_array)
     if labels is None:
-        scored = sorted(ref_labels | _present(pred_array))
+        scored = sorted(ref_labels | pred_labels)
         if isinstance(tolerance_mm, Mapping):  # labels outside the table fail later, by name
             scored = [label for label in scored if label in tolerance_mm]
     else:
@@ -165,7 +221,7 @@ def _score_case(
     scores = segmentation_metrics(
         pred_array, ref_array, scored, ref.spacing, tolerance_mm=tolerance_mm
     )
-    return scores, ref_labels
+    return scores, ref_labels, pred_labels
 
 
 def _aggregate(
