@@ -32,6 +32,8 @@ extension; it sets the format) writes that file and nothing else (seg_probs.nii.
 --save-probs). Outputs in an OUTPUT folder (every file written atomically: temp file + rename):
   <case_id>.nii.gz         label map (uint8, uint16 above 255) with exactly the input's
                            geometry, so it opens aligned over the input in ITK-SNAP/Slicer
+  <case_id>.dcm            with --format dicom-seg (DICOM series input): a DICOM-SEG in the
+                           source's study, one segment per label, frames on the source slices
   <case_id>_probs.nii.gz   with --save-probs: class probabilities (K, X, Y, Z), rounded to
                            float16 and stored as float32 (NIfTI has no float16 type)
   predictions.csv/.json    grading models: per-class probabilities, the predicted class,
@@ -57,6 +59,7 @@ examples:
   volseg predict -i brains/ -o grades/ --model runs/glioma   # brains/case_T1.nii.gz, case_T2...
   volseg predict --model runs/organs/checkpoints/best.pt --input scans/ --output pred/ --tta
   volseg predict --model runs/organs --input dicom_series/ --output pred/ --format nrrd
+  volseg predict --model runs/organs --input dicom_series/ --output pred/ --format dicom-seg
   volseg predict --model runs/organs --input big_ct.nii.gz --output pred/ --stitch-device cpu
   volseg predict --model runs/glioma --input data/glioma/manifest.json --output grades/
   volseg predict --model runs/organs --input scans/ --output pred/ --skip-existing --save-probs"""
@@ -99,10 +102,10 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     )
     io.add_argument(
         "--format",
-        choices=["nii.gz", "nii", "nrrd", "mha", "same"],
+        choices=["nii.gz", "nii", "nrrd", "mha", "same", "dicom-seg"],
         default="nii.gz",
         help="label map format; 'same' keeps the input's extension, .nii.gz for "
-        "DICOM input (default nii.gz)",
+        "DICOM input; 'dicom-seg' writes a DICOM-SEG for DICOM input (default nii.gz)",
     )
     io.add_argument(
         "--save-probs",
@@ -233,6 +236,10 @@ def run_predict(args: argparse.Namespace) -> int:
         roi_subset=args.roi_subset,
     )
     check_request(args.model, args.input, args.output)
+    if args.format == "dicom-seg":  # an image file as input fails here, before torch loads
+        from volseg.io.dicom_seg import require_dicom_series
+
+        require_dicom_series(args.input)
     from volseg.inference.cohort import predict_cohort
 
     result = predict_cohort(

@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # not imported at run time: checking a request must not load 
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha", "same")
+OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha", "same", "dicom-seg")
 MANIFEST_NAMES = ("dataset.json", "manifest.json")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 _SUFFIXES = sorted(FORMATS, key=len, reverse=True)  # .nii.gz before .nii
@@ -156,14 +156,20 @@ def output_file(output: Path) -> bool:
 
 
 def output_suffix(spec: CaseSpec, output_format: str) -> str:
-    """Extension of a case's outputs: ``.<format>``, or the input's for ``same``."""
+    """Extension of a case's label map: ``.<format>``, the input's for ``same``, ``.dcm`` for
+    ``dicom-seg``."""
     if output_format == "same":
         return spec.suffix or ".nii.gz"
+    if output_format == "dicom-seg":
+        return ".dcm"
     return f".{output_format}"
 
 
 def output_paths(spec: CaseSpec, output: Path, output_format: str) -> tuple[Path, Path]:
     """The label map and probabilities files of a case in ``output``.
+
+    With ``dicom-seg`` the probabilities go to ``<case>_probs.nii.gz`` (a binary SEG holds no
+    class probabilities).
 
     When ``output`` is a label-map file (:func:`output_file`) it is the label map, in the
     format its extension names, and the probabilities go next to it as ``<name>_probs<ext>``.
@@ -176,7 +182,8 @@ def output_paths(spec: CaseSpec, output: Path, output_format: str) -> tuple[Path
         return output, output.with_name(f"{stem}_probs{suffix}")
     suffix = output_suffix(spec, output_format)
     name = case_file_name(spec.id, suffix, source=spec.origin)
-    probs = case_file_name(spec.id, f"_probs{suffix}", source=spec.origin)
+    probs_suffix = ".nii.gz" if output_format == "dicom-seg" else suffix
+    probs = case_file_name(spec.id, f"_probs{probs_suffix}", source=spec.origin)
     return output / name, output / probs
 
 
@@ -193,7 +200,8 @@ def check_outputs(
 
     Every case id must make a plain file name (:func:`volseg.io.case_file_name`), no two
     outputs may share a name, and no output may replace a file the cohort reads or its
-    manifest references (images, labels, masks, the manifest itself).
+    manifest references (images, labels, masks, the manifest itself). ``dicom-seg`` needs
+    every case's input to be a DICOM series, and highdicom.
 
     Args:
         cases: the cohort.
@@ -206,6 +214,12 @@ def check_outputs(
     Raises:
         VolsegError: naming the case id or the file.
     """
+    if output_format == "dicom-seg" and label_maps:
+        from volseg.io.dicom_seg import require_dicom_series, require_highdicom
+
+        for spec in cases:
+            require_dicom_series(spec.input)
+        require_highdicom()
     planned: dict[Path, str] = {}
     for spec in cases:
         labels, probs = output_paths(spec, output, output_format)

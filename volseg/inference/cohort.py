@@ -10,8 +10,9 @@ Outputs in ``OUTPUT`` (all written atomically, temporary file + rename, so Ctrl-
 never leaves a half-written file):
 
 - segmentation: ``<case_id>.nii.gz`` label maps with the input's exact geometry (``--format``
-  picks another extension); with ``save_probs`` also ``<case_id>_probs.nii.gz``, the class
-  probabilities ``(K, X, Y, Z)`` rounded to float16 (stored as float32: NIfTI, NRRD and
+  picks another extension; ``dicom-seg`` writes ``<case_id>.dcm``, a DICOM-SEG over the source
+  series, see :mod:`volseg.io.dicom_seg`); with ``save_probs`` also ``<case_id>_probs.nii.gz``,
+  the class probabilities ``(K, X, Y, Z)`` rounded to float16 (stored as float32: NIfTI, NRRD and
   MetaImage have no float16 type);
 - grading: ``predictions.csv`` and ``predictions.json``;
 - ``timings.csv``: per case ``status`` (``ok``, ``skipped``, ``failed``), seconds spent in
@@ -72,6 +73,7 @@ from volseg.inference.tables import (
     write_tables,
 )
 from volseg.io import output_folder, read_image, write_like
+from volseg.io.dicom_seg import read_dicom_seg_check, write_dicom_seg
 
 __all__ = ["TIMING_COLUMNS", "CaseSpec", "CohortResult", "discover_cases", "predict_cohort"]
 
@@ -243,7 +245,10 @@ def _run_case(
         row["peak_memory_mb"] = round(peak["mb"], 1)
         with timer("write"):
             if isinstance(result, SegmentationResult):
-                write_like(result.labels.array, result.labels, labels_path, label=True)
+                if output_format == "dicom-seg":
+                    _write_dicom_seg(predictor, spec, result.labels, labels_path)
+                else:
+                    write_like(result.labels.array, result.labels, labels_path, label=True)
                 if save_probs and result.probabilities is not None:
                     probs = result.probabilities.astype(np.float32)  # no float16 in NIfTI
                     write_like(probs, result.labels, probs_path)
@@ -266,11 +271,34 @@ def _complete(path: Path) -> bool:
     if not path.exists():
         return False
     try:
-        read_image(path)
+        read_dicom_seg_check(path) if path.suffix == ".dcm" else read_image(path)
     except VolsegError as e:
         log.info("%s: redoing the case, its output is incomplete (%s)", path, e)
         return False
     return True
+
+
+def _write_dicom_seg(predictor: Predictor, spec: CaseSpec, labels: Any, path: Path) -> None:
+    """The label map as a DICOM-SEG over the case's source series, one segment per label the
+    model writes (``roi_subset`` ones only), named from its checkpoint."""
+    config = predictor.config
+    keep = predictor.roi_values
+    names = {v: n for v, n in predictor.label_names.items() if keep is None or v in keep}
+    parameters = {
+        "model": str(predictor.name),
+        "encoder": config.model.encoder.name,
+        "head": config.model.head.name,
+    }
+    background = (predictor.label_values or [0])[0]
+    write_dicom_seg(
+        labels,
+        spec.input,
+        path,
+        label_names=names or None,
+        background=background,
+        algorithm=config.name,
+        parameters=parameters,
+    )
 
 
 def _one_line(error: BaseException) -> str:
