@@ -8,7 +8,8 @@ PACS viewers, 3D Slicer and OHIF. What :func:`write_dicom_seg` writes:
 - one segment per foreground label of the model's label map (value -> name), numbered 1, 2,
   ... in label-value order, so segment N is the same structure in every case a model writes.
   A label absent from a case keeps its segment but has no frames (readers show it empty), as
-  highdicom writes it; a case with no foreground at all keeps one empty frame per slice;
+  highdicom writes it; a case with no foreground at all keeps every frame, empty (a SEG
+  needs at least one);
 - each frame on exactly one source slice (same Image Position, Orientation, Pixel Spacing),
   found from the geometry, not from file order;
 - segment label = the label's name, Segment Description = ``label value N``; the coded
@@ -190,6 +191,7 @@ def _segmentation(
         series_description=f"volseg {algorithm}"[:64],
         content_label="VOLSEG",
         content_description=f"{algorithm} segmentation"[:64],
+        omit_empty_frames=bool(masks.any()),  # all empty: keep them all (highdicom would warn)
     )
 
 
