@@ -33,7 +33,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="check config, manifest and splits, print the plan, write nothing",
+        help="check config, manifest, splits and label values, print the plan, write nothing",
     )
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
     p.add_argument(

@@ -34,6 +34,7 @@ from volseg.data.manifest_fields import (
 )
 from volseg.errors import VolsegError
 from volseg.io.paths import input_path
+from volseg.io.read import FORMATS as IMAGE_FORMATS
 
 ACCEPTED = (
     "a volseg manifest JSON, an MSD or nnU-Net v2 dataset.json (or its folder), "
@@ -43,6 +44,7 @@ TOP_KEYS = {"format", "name", "task", "modalities", "labels", "classes", "cases"
 EXTRA_TOP_KEYS = {"description", "reference", "license", "layout"}
 CASE_KEYS = ["id", "subject", "images", "label", "class", "mask"]
 CSV_RESERVED = ("case_id", "label", "mask", "subject")
+IMAGE_SUFFIXES = tuple(IMAGE_FORMATS)
 TASKS = ("segmentation", "classification")
 
 
@@ -210,6 +212,8 @@ def _load_csv(path: Path, classes: list[str] | None) -> Manifest:
             f"(any name except {', '.join(CSV_RESERVED)})"
         )
     root = path.parent
+    if "label" not in header:
+        _refuse_class_column(path, header, modalities, rows[1:], root)
     cases, test = [], []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -233,6 +237,30 @@ def _load_csv(path: Path, classes: list[str] | None) -> Manifest:
     return Manifest(
         path.stem, "classification", modalities, cases, [], list(found), test, path, "csv"
     )
+
+
+def _refuse_class_column(
+    path: Path, header: list[str], modalities: list[str], rows: list[list[str]], root: Path
+) -> None:
+    """Without a ``label`` column every other column is read as image paths; a column of
+    values that name no file and have no image extension (``0``, ``high``) is surely the class
+    column under another name, so say that instead of one missing file per row."""
+    for column in modalities:
+        index = header.index(column)
+        values = [row[index].strip() for row in rows if len(row) > index and row[index].strip()]
+        if values and not any(_looks_like_image(value, root) for value in values):
+            shown = ", ".join(repr(v) for v in sorted(set(values))[:4])
+            raise VolsegError(
+                f"{path}: CSV has no 'label' column (columns: {', '.join(header)}), and column "
+                f"{column!r} holds {shown}, which are no image paths; if {column!r} is the "
+                "class, rename that column to 'label' (volseg reads classes only from a column "
+                "named 'label'; a CSV without one lists unlabelled cases)"
+            )
+
+
+def _looks_like_image(value: str, root: Path) -> bool:
+    name = value.lower()
+    return name.endswith((*IMAGE_SUFFIXES, ".dcm")) or absolute(value, root).exists()
 
 
 def _sorted_classes(values: set[str | None]) -> list[str]:

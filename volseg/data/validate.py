@@ -146,7 +146,13 @@ class _CaseChecker:
             if name not in m.modalities
         ]
         lacking = [name for name in m.modalities if name not in case.images]
-        if lacking and not self.allow_missing:
+        if not case.images:  # even grading, which copes with missing modalities, needs one
+            where = "CSV columns" if m.format == "csv" else "modalities"
+            problems.append(
+                f"case {case.id}: no image at all ({where} {', '.join(m.modalities)} all "
+                "empty); give at least one image or drop the case"
+            )
+        elif lacking and not self.allow_missing:
             problems.append(f"case {case.id}: modalities {lacking} are missing (no image given)")
         if training and m.task == "segmentation" and case.label is None:
             problems.append(f"case {case.id}: no label file given for a training case")

@@ -80,12 +80,19 @@ class Plan:
         return self.steps_per_epoch * self.config.train.epochs
 
 
-def make_plan(config: Config, *, world_size: int = 1) -> Plan:
+def make_plan(config: Config, *, world_size: int = 1, check_labels: bool = False) -> Plan:
     """Read the manifest and splits of ``config`` and pick the fold, labels and classes.
 
+    Args:
+        config: the resolved config.
+        world_size: ranks sharing the batches.
+        check_labels: also read every label map and refuse values outside the manifest's
+            label map (``--dry-run``: a read per case, so a real run leaves it to ``check``).
+
     Raises:
-        VolsegError: no manifest, a task mismatch, manifest problems (files, grids), bad
-            splits, a fold past the splits, or ``data.classes`` naming unknown labels.
+        VolsegError: no manifest, a task mismatch, manifest problems (files, grids, with
+            ``check_labels`` label values), bad splits, a fold past the splits, or
+            ``data.classes`` naming unknown labels.
     """
     data = config.data
     if not data.manifest:
@@ -102,7 +109,7 @@ def make_plan(config: Config, *, world_size: int = 1) -> Plan:
             f"{data.manifest}: a {manifest.task} dataset, but config key 'model.task' is "
             f"{task!r}; fix one of them"
         )
-    check_manifest(manifest, check_labels=False)
+    check_manifest(manifest, check_labels=check_labels)
     if data.splits:
         splits = load_splits(data.splits, manifest)
     else:

@@ -85,7 +85,7 @@ def run_training(
                 for partial in remove_partial_checkpoints(run_dir):
                     console.print(f"  removed {partial}, a checkpoint write cut short")
         assert config is not None
-        plan = make_plan(config, world_size=ctx.world_size)
+        plan = make_plan(config, world_size=ctx.world_size, check_labels=dry_run)
         session = build_session(plan, ctx, init_from=init_from, load_weights=not dry_run)
         if dry_run:
             return _print_plan(plan, session, ctx)
