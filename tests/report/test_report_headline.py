@@ -217,3 +217,12 @@ def test_headline_text_is_escaped(tmp_path, text):
     summary_path.write_text(json.dumps(summary))
     page = write_report([root], tmp_path / "report").read_text(encoding="utf-8")
     assert f"segmentation: {text}, spleen" in headline_card(page)
+
+
+def test_a_run_alone_headlines_its_best_validation_score_without_ci(tmp_path):
+    root = demo_like(tmp_path, "null")
+    page = write_report([root / "runs"], tmp_path / "report").read_text(encoding="utf-8")
+    card = headline_card(page)
+    assert '<div class="score">0.600</div>' in card
+    assert "best validation dice_mean (epoch 2; no CI: evaluate held-out cases for one)" in card
+    assert '<dd class="alert">random (not pretrained)</dd>' in card

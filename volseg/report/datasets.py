@@ -169,7 +169,10 @@ def _cases(manifest: Manifest) -> str:
 def _facts(d: Dataset) -> list[tuple[str, str]]:
     manifest = d.manifest
     assert manifest is not None
-    items = [("role", "; ".join(f"{role}: {what}" for role, what in d.roles))]
+    uses: dict[str, list[str]] = {}
+    for role, what in d.roles:
+        uses.setdefault(role, []).append(what)
+    items = [("role", "; ".join(f"{role}: {', '.join(whats)}" for role, whats in uses.items()))]
     items += [
         ("task", manifest.task),
         ("manifest", f"{manifest.source or d.path} ({manifest.format})"),

@@ -249,6 +249,7 @@ def _scale_bar(ax, width_mm: float) -> None:
     bar = AnchoredSizeBar(
         ax.transData, length, f"{length:g} mm", "lower right", pad=0.4, color="white",
         frameon=False, size_vertical=width_mm / 150, label_top=True,
+        fontproperties={"size": 7.5},
     )  # fmt: skip
     for text in bar.findobj(Text):
         text.set_path_effects(_STROKE)

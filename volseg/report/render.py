@@ -155,7 +155,7 @@ summary{cursor:pointer;color:#57606a;font-size:13.5px;margin:8px 0}
 .score{font-size:34px;font-weight:700;color:#0b3d74;line-height:1.15}
 .score .ci{font-size:18px;font-weight:500;color:#334155;margin-left:8px}
 .metric{color:#475569;font-size:13.5px;margin-bottom:6px}
-dd.alert{color:#b71c1c;font-weight:700}
+dd.alert{color:#b71c1c;font-weight:700}.card dd{word-break:normal;overflow-wrap:anywhere}
 """
 
 
