@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -14,9 +16,15 @@ from tests.inference.conftest import (
 )
 from tests.inference.test_predict import grading_case
 from volseg.errors import VolsegError
-from volseg.inference import Ensemble, InferenceOptions, as_predictor, predict_volume
+from volseg.inference import (
+    Ensemble,
+    InferenceOptions,
+    as_predictor,
+    predict_cohort,
+    predict_volume,
+)
 from volseg.inference.roi import keep_labels, roi_values
-from volseg.io import Geometry
+from volseg.io import Geometry, write_image
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +86,14 @@ def test_grading_ensemble_averages_class_probabilities(tmp_path):
     for m in ("T1", "FLAIR"):
         assert len(both.top_slices[m]) == 2
         assert set(both.top_slices[m]) <= set(alone[0].top_slices[m] + alone[1].top_slices[m])
+    for m in ("T1", "FLAIR"):  # the same through a cohort: a folder of modality-named files
+        write_image(images[m], tmp_path / "in" / f"p1_{m}.nii.gz")
+    result = predict_cohort([first, second], tmp_path / "in", tmp_path / "out", options=options)
+    assert result.exit_code == 0
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["case_id"] == "p1" and row["predicted"] == both.predicted
+    assert float(row["prob_high"]) == pytest.approx(both.probabilities["high"], abs=1e-5)
 
 
 def test_roi_subset_writes_only_the_named_labels_with_their_values(runs):

@@ -160,9 +160,8 @@ class Predictor:
             model_from_checkpoint,
         )
 
-        name = "the checkpoint"
+        name = "the checkpoint" if isinstance(checkpoint, Mapping) else str(checkpoint)
         if not isinstance(checkpoint, Mapping):
-            name = str(checkpoint)
             checkpoint = load_checkpoint(checkpoint)
         config = config_of(checkpoint)
         segmentation = config.model.task == "segmentation"
@@ -254,8 +253,7 @@ class Predictor:
     def label(
         self, case: CaseInput, probs: torch.Tensor, timer: StepTimer, keep_probs: bool = False
     ) -> SegmentationResult:
-        """The label map of :meth:`probabilities` with the input's geometry and header:
-        argmax, label values, largest components and ``roi_subset`` as the options say."""
+        """Argmax to label values, largest components and ``roi_subset`` as options say."""
         with timer("postprocess"):
             values = self.label_values or list(range(probs.shape[0]))
             labels = class_labels(probs, values)
