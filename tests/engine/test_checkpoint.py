@@ -8,17 +8,10 @@ import torch
 from safetensors.torch import save_file
 
 from volseg.config import Config, load_config
-from volseg.engine.checkpoint import (
-    label_values,
-    load_checkpoint,
-    make_checkpoint,
-    model_from_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from volseg.engine.checkpoint import make_checkpoint, rng_state, save_checkpoint, set_rng_state
 from volseg.errors import VolsegError
 from volseg.models import build_model, build_vit
+from volseg.models.checkpoint import label_values, load_checkpoint, model_from_checkpoint
 
 TINY = "model.encoder.name=vit_test_patch14_dinov2"
 LABELS = {0: "background", 1: "necrosis", 2: "oedema", 4: "enhancing"}

@@ -11,8 +11,8 @@ import torch
 
 from tests.engine.conftest import tiny_config
 from volseg.engine import loop, run_training
-from volseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from volseg.errors import VolsegError
+from volseg.models.checkpoint import load_checkpoint, model_from_checkpoint
 
 TIMES = ("epoch_seconds", "val_seconds")
 

@@ -14,7 +14,6 @@ from tests.inference.conftest import (
     segmentation_model,
     write_segmentation_checkpoint,
 )
-from volseg.engine.checkpoint import load_checkpoint
 from volseg.errors import VolsegError
 from volseg.inference import (
     InferenceOptions,
@@ -26,6 +25,7 @@ from volseg.inference import (
 )
 from volseg.inference.postprocess import class_labels, original_slice_indices
 from volseg.io import Geometry, Image, read_image, write_image
+from volseg.models.checkpoint import load_checkpoint
 from volseg.synth import case_rng, make_glioma_case
 
 SHAPED = {

@@ -1,19 +1,9 @@
-"""Checkpoints: everything needed to resume a run exactly, or to predict with its model.
+"""Making and writing checkpoints: everything needed to resume a run exactly, or to predict.
 
-A checkpoint is a plain dict saved with ``torch.save`` and read back with
-``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts only):
-
-- ``format``: ``"volseg-checkpoint/1"``; ``config``: the resolved config as a dict;
-- ``task``, ``modalities``, ``labels`` (segmentation label map, value -> name, as in the
-  manifest; model class ``i`` is the ``i``-th smallest label value, so a map without value 3,
-  like BraTS's 0/1/2/4, still gives 4 contiguous classes) or ``classes`` (grading);
-- ``model``: the model's state dict, *without* the frozen encoder tensors when those come from
-  a weights file or hub name (``encoder_source`` names it), so checkpoints of frozen runs stay
-  a few MB; a randomly initialised frozen encoder has no other copy and is stored in full;
-- ``epoch``, ``step``, ``optimizer``, ``scheduler``, ``scaler``, ``rng`` (torch, numpy, python
-  RNG states), ``metrics``, ``versions`` (package versions).
-
-Files are written atomically (temporary file + rename).
+The format (every key, and which are written by ``volseg train`` only) is described once, in
+:mod:`volseg.models.checkpoint`, which also reads checkpoints back (:func:`load_checkpoint`,
+:func:`model_from_checkpoint`); this module assembles them from a live run
+(:func:`make_checkpoint`) and writes them atomically (:func:`save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,12 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from volseg.config import Config, from_dict, to_dict
-from volseg.engine.runs import resolve_checkpoint
-from volseg.errors import VolsegError
+from volseg.config import Config, to_dict
 from volseg.io.atomic import atomic_write
+from volseg.models.checkpoint import CHECKPOINT_FORMAT
 
-CHECKPOINT_FORMAT = "volseg-checkpoint/1"
 ENCODER_PREFIX = "encoder.vit."
 
 
@@ -76,7 +64,7 @@ def make_checkpoint(
     scaler: Any = None,
     metrics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a checkpoint dict (see the module docstring) from a live run."""
+    """Assemble a checkpoint dict (format: :mod:`volseg.models.checkpoint`) from a live run."""
     state, external = model_state(model, config)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -100,70 +88,6 @@ def make_checkpoint(
         "metrics": dict(metrics or {}),
         "versions": package_versions(),
     }
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file (or ``RUN_DIR/checkpoints/best.pt`` for a run folder).
-
-    Raises:
-        VolsegError: missing, unreadable or non-volseg file.
-    """
-    path = resolve_checkpoint(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for broken or unsafe pickles
-        raise VolsegError(
-            f"{path}: not a readable volseg checkpoint ({str(e).splitlines()[0][:160]})"
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise VolsegError(f"{path}: not a volseg checkpoint (no '{CHECKPOINT_FORMAT}' format key)")
-    return checkpoint
-
-
-def config_of(checkpoint: Mapping[str, Any]) -> Config:
-    """The resolved config stored in a checkpoint."""
-    return from_dict(Config, checkpoint["config"], source="checkpoint")
-
-
-def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
-    """Rebuild the model of a checkpoint and load its weights.
-
-    The encoder's frozen tensors come from the weights file or hub name the run was trained
-    with (``encoder_source``); everything else from the checkpoint.
-
-    Raises:
-        VolsegError: the encoder weights file is gone, or the checkpoint does not fit the model.
-    """
-    from volseg.models import build_model
-
-    config = config_of(checkpoint)
-    segmentation = config.model.task == "segmentation"
-    num_classes = len(checkpoint["labels"]) if segmentation else len(checkpoint["classes"])
-    model = build_model(config.model, num_classes=num_classes, modalities=checkpoint["modalities"])
-    expected_missing = set(checkpoint["encoder_source"]["external_keys"])
-    advice = "it was written by another volseg version; retrain, or predict with that version"
-    state = checkpoint["model"]
-    shapes = model.state_dict()
-    wrong = [k for k, v in state.items() if k in shapes and shapes[k].shape != v.shape]
-    if wrong:  # load_state_dict would raise a RuntimeError listing every tensor
-        raise VolsegError(
-            f"checkpoint does not fit its model: {wrong[0]} is {tuple(state[wrong[0]].shape)}, "
-            f"the model wants {tuple(shapes[wrong[0]].shape)} ({len(wrong)} tensors differ); "
-            + advice
-        )
-    result = model.load_state_dict(state, strict=False)
-    missing = sorted(set(result.missing_keys) - expected_missing)
-    if missing or result.unexpected_keys:
-        raise VolsegError(
-            f"checkpoint does not fit its model: missing {missing[:5]}, unexpected "
-            f"{list(result.unexpected_keys)[:5]}; " + advice
-        )
-    return model
-
-
-def label_values(checkpoint: Mapping[str, Any]) -> list[int]:
-    """Label value written for each model class (class ``i`` -> ``label_values[i]``)."""
-    return sorted(int(v) for v in checkpoint["labels"])
 
 
 def rng_state() -> dict[str, Any]:

@@ -137,7 +137,7 @@ def check_request(models: Sequence[object], inputs: str | Path, output: str | Pa
         VolsegError: a model path that is no checkpoint or run folder, a missing input, or a
             label-map file as output for an input of several cases.
     """
-    from volseg.engine.runs import resolve_checkpoint
+    from volseg.io.paths import resolve_checkpoint
 
     for model in models:
         if isinstance(model, str | Path):

@@ -18,7 +18,7 @@ def class_labels(probabilities: Tensor | np.ndarray, label_values: Sequence[int]
 
     Args:
         probabilities: ``(K, X, Y, Z)`` probabilities or logits.
-        label_values: label value of class ``i`` (:func:`volseg.engine.checkpoint.label_values`).
+        label_values: label value of class ``i`` (:func:`volseg.models.checkpoint.label_values`).
 
     Returns:
         ``(X, Y, Z)`` uint8 (uint16 if a value exceeds 255) label map.

@@ -49,6 +49,12 @@ from volseg.inference.results import GradeResult, SegmentationResult, StepTimer
 from volseg.inference.roi import keep_labels, roi_values
 from volseg.inference.window import autocast, segment_probabilities
 from volseg.io import Image
+from volseg.models.checkpoint import (
+    config_of,
+    label_values,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from volseg.models.slicing import slice_dim
 
 if TYPE_CHECKING:
@@ -153,13 +159,6 @@ class Predictor:
         Raises:
             VolsegError: unreadable checkpoint, or encoder weights it needs are gone.
         """
-        from volseg.engine.checkpoint import (
-            config_of,
-            label_values,
-            load_checkpoint,
-            model_from_checkpoint,
-        )
-
         name = "the checkpoint" if isinstance(checkpoint, Mapping) else str(checkpoint)
         if not isinstance(checkpoint, Mapping):
             checkpoint = load_checkpoint(checkpoint)

@@ -9,6 +9,9 @@ Two safety rules live here, once:
   written; :func:`case_file_name` is the only way an id becomes a file name, and it refuses
   ids that are empty, absolute, hold a path separator or are ``.``/``..``.
   :func:`refuse_overwrite` keeps outputs off the files a cohort reads.
+
+Also where a run folder keeps its checkpoints (:func:`resolve_checkpoint`), so a wrong
+``--model`` path fails before torch imports.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from volseg.errors import VolsegError
 
 _SEPARATORS = {"/", "\\", os.sep, os.altsep or "/"}
+CHECKPOINT_NAMES = ("best.pt", "last.pt")
 
 
 def input_path(path: str | Path, what: str = "input") -> Path:
@@ -164,4 +168,22 @@ def output_folder(path: str | Path, option: str = "--output") -> Path:
             f"{path}: cannot write to the {option} folder ({e.strerror or e}); choose a folder "
             "you can write to"
         ) from None
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the best (else last) checkpoint of a run folder.
+
+    Raises:
+        VolsegError: no such file or folder, or a folder without ``checkpoints/best.pt`` or
+            ``checkpoints/last.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in CHECKPOINT_NAMES:
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise VolsegError(f"{path}: run folder has no checkpoints/best.pt or checkpoints/last.pt")
+    if not path.is_file():
+        raise VolsegError(f"{path}: no such checkpoint file or run folder")
     return path
