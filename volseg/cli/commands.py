@@ -23,7 +23,10 @@ def register_synth(sub: argparse._SubParsersAction) -> None:
         "Write synthetic datasets: CT-like abdominal organ phantoms and multi-modal glioma MRI.",
         "Deterministic by --seed: the same seed and options give byte-identical volumes, and\n"
         "case k does not depend on --cases. Each dataset goes to OUT/<dataset>/ as NIfTI\n"
-        "(imagesTr/, labelsTr/) with a volseg manifest.json and the parameters in synth.json.\n\n"
+        "(imagesTr/, labelsTr/) with a volseg manifest.json and the parameters in synth.json.\n"
+        "OUT/<dataset>/ must be new or empty; --overwrite replaces an earlier synth output\n"
+        "there, deleting only the files its manifest.json lists, the manifest and synth.json\n"
+        "(a folder without synth.json is never touched). Volumes hold at most 512^3 voxels.\n\n"
         f"Sizes (X x Y x Z voxels): {sizes}.\n\n"
         "examples:\n"
         "  volseg synth --out data/synthetic\n"
@@ -52,16 +55,26 @@ def register_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--grades", type=int, choices=[2, 3], default=2, help="glioma grade classes (default 2)"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier synth output in OUT/<dataset>/ (only the files it wrote)",
+    )
     p.set_defaults(run=run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from volseg.errors import VolsegError
     from volseg.synth import SIZES, synthesize_glioma, synthesize_organs
+    from volseg.synth.output import check_folder, check_request, prepare_folder
 
     shape = tuple(args.shape) if args.shape else SIZES[args.size]
-    if args.cases < 1 or min(shape) < 8:
-        raise VolsegError("--cases must be >= 1 and every --shape size >= 8 voxels")
+    check_request(shape, args.cases)
+    datasets = {"both": ["organs", "glioma"]}.get(args.dataset, [args.dataset])
+    folders = [args.out / name for name in datasets]
+    for folder in folders:  # all checked before any is cleared
+        check_folder(folder, overwrite=args.overwrite)
+    for folder in folders:
+        prepare_folder(folder, overwrite=args.overwrite)
     written = []
     if args.dataset in ("organs", "both"):
         written.append(

@@ -25,6 +25,7 @@ import yaml
 
 from volseg.config.introspect import all_paths, describe, field_default, type_hints, type_name
 from volseg.errors import VolsegError
+from volseg.io.paths import input_path
 
 T = TypeVar("T")
 
@@ -301,6 +302,8 @@ def _merge_file(
 def _read_yaml(path: Path, parent: Path | None) -> dict[str, Any]:
     """Parse one YAML file into a mapping (empty file -> ``{}``)."""
     where = f" (base of {parent})" if parent is not None else ""
+    if path.exists():
+        input_path(path, "config file")  # a FIFO would block read_text forever
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
