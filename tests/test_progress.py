@@ -72,7 +72,7 @@ def test_validation_counts_its_samples_on_the_training_display(monkeypatch, enab
     display = object() if enabled else None
     sample = {"image": torch.zeros(1, 2, 2, 1), "label": torch.zeros(1, 2, 2, 1)}
     model = torch.nn.Linear(1, 1)
-    from volseg.engine.distributed import DistContext
+    from volseg.runtime import DistContext
 
     metrics = validate.validate_segmentation(
         model, [sample], class_names=["bg", "organ"], slab=1, overlap=0.0, sw_batch_size=1,

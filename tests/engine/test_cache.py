@@ -11,13 +11,12 @@ from tests.engine.conftest import tiny_config
 from volseg.data.transforms import build_transforms
 from volseg.engine.cache import FeatureCache, cache_identity
 from volseg.engine.datasets import finish_sample
-from volseg.engine.distributed import DistContext
 from volseg.engine.losses import segmentation_loss
-from volseg.engine.optim import Precision
 from volseg.engine.plan import make_plan
 from volseg.engine.sources import build_run_data, data_items, volume_encoder
 from volseg.engine.state import build_session
 from volseg.models import build_model
+from volseg.runtime import DistContext, Precision
 
 
 def setup(organs, tmp_path, *overrides):

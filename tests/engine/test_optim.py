@@ -9,7 +9,7 @@ import torch
 
 from volseg.config import Config, load_config
 from volseg.engine.losses import class_weights, segmentation_loss
-from volseg.engine.optim import make_optimizer, make_scheduler, resolve_precision, warmup_cosine
+from volseg.engine.optim import make_optimizer, make_scheduler, warmup_cosine
 from volseg.errors import VolsegError
 from volseg.models import build_model
 
@@ -51,15 +51,6 @@ def test_lora_encoder_and_head_get_their_own_learning_rates():
     optimizer.step()
     scheduler.step()
     assert groups["encoder"]["lr"] == pytest.approx(1e-5)
-
-
-def test_precision_is_fp32_on_cpu_unless_bf16_is_asked():
-    cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu).dtype is None
-    assert resolve_precision("bf16", cpu).dtype is torch.bfloat16
-    assert not resolve_precision("bf16", cpu).scaler().is_enabled()
-    with pytest.raises(VolsegError, match="train.amp"):
-        resolve_precision("fp16", cpu)
 
 
 def test_balanced_class_weights_invert_the_frequencies():

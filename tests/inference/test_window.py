@@ -8,7 +8,6 @@ import torch
 from tests.inference.conftest import segmentation_model
 from volseg.errors import VolsegError
 from volseg.inference.window import (
-    amp_dtype,
     segment_probabilities,
     slab_weights,
     sliding_window_logits,
@@ -130,13 +129,7 @@ def test_tta_encodes_four_times_and_naive_tta_agrees(axial, monkeypatch):
     torch.testing.assert_close(cached, naive, atol=1e-5, rtol=1e-5)
 
 
-def test_amp_only_on_cuda_and_options_are_checked(axial):
-    assert amp_dtype("cpu", "auto") is None and amp_dtype("cpu", "bf16") is None
-    assert amp_dtype("cuda", "fp16") == torch.float16
-    assert amp_dtype("cuda", "bf16") == torch.bfloat16
-    assert amp_dtype("cuda", "off") is None
-    with pytest.raises(VolsegError, match="amp"):
-        amp_dtype("cpu", "half")
+def test_window_options_are_checked(axial):  # amp settings: tests/test_runtime.py
     image = torch.rand(1, 1, 15, 15, 4)
     for bad in (dict(overlap=1.0), dict(sw_batch_size=0), dict(roi_slices=0), dict(mode="x")):
         kw = {**dict(roi_slices=2, overlap=0.5, sw_batch_size=1), **bad}

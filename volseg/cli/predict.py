@@ -198,8 +198,8 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
         default="auto",
-        help="mixed precision on CUDA: auto = bf16 where supported, else fp16; "
-        "always off on CPU (default auto)",
+        help="mixed precision: auto = bf16 on GPUs that support it, else fp16, fp32 on CPU; "
+        "bf16 also on CPU; fp16 needs a GPU (default auto)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(

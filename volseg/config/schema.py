@@ -162,7 +162,7 @@ class TrainConfig:
         warmup_epochs: epochs of linear learning-rate warm-up before the decay.
         val_every: validate every this many epochs (and after the last).
         amp: mixed precision: ``auto`` (bf16 where supported, else fp16 on GPU, off on CPU),
-            ``bf16``, ``fp16`` or ``off``.
+            ``bf16`` (GPU or CPU), ``fp16`` (GPU only) or ``off``; see :mod:`volseg.runtime`.
         grad_accum: batches accumulated per optimiser step.
         grad_clip: maximum gradient L2 norm; None disables clipping.
         num_workers: data-loader worker processes (0 loads in the main process).

@@ -1,9 +1,7 @@
-"""One process or many: torchrun's environment, the process group, and reductions across ranks.
+"""Reductions across the ranks of a training run, and leaving its process group.
 
-``torchrun --nproc_per_node=N -m volseg train ...`` sets ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``; :func:`init_distributed` then joins the process group (NCCL on GPUs, Gloo on
-CPUs) and every rank trains on its shard of each epoch. Without those variables the same
-command runs as a single process and every helper here is a cheap no-op.
+:func:`volseg.runtime.init_distributed` joins torchrun's process group (prediction uses it
+too); every helper here is a cheap no-op for a single process.
 
 Only rank 0 writes files (run folder, checkpoints, logs); metrics are averaged or gathered
 across ranks so rank 0 writes the numbers of the whole run.
@@ -11,59 +9,12 @@ across ranks so rank 0 writes the numbers of the whole run.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands in the run.
-
-    Attributes:
-        rank: global rank, 0 for a single process.
-        world_size: number of processes.
-        local_rank: rank on this machine (selects the GPU).
-        device: the device this rank computes on.
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        """True when a process group with more than one process is running."""
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        """True on the rank that writes files (rank 0)."""
-        return self.rank == 0
-
-
-def init_distributed() -> DistContext:
-    """Join torchrun's process group if its environment says so, and pick the device.
-
-    Returns:
-        The context; a single-process one (rank 0 of 1) without ``WORLD_SIZE`` > 1.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    if cuda:
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return DistContext(rank, world_size, local_rank, device)
+from volseg.runtime import DistContext
 
 
 def cleanup_distributed(ctx: DistContext) -> None:

@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from volseg.engine.datasets import stack_groups, to_device
-from volseg.engine.distributed import DistContext, any_rank, reduce_sums
-from volseg.engine.optim import Precision
+from volseg.engine.distributed import any_rank, reduce_sums
 from volseg.engine.validate import split_features
+from volseg.runtime import DistContext, Precision
 
 
 class LossModule(nn.Module):

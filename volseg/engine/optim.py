@@ -1,4 +1,4 @@
-"""Optimiser, learning-rate schedule and mixed precision for a training run.
+"""Optimiser and learning-rate schedule for a training run.
 
 - AdamW with two learning rates: ``train.lr`` for the head, ``train.encoder_lr`` for whatever
   trains in the encoder (LoRA adapters, last blocks, a learned channel adapter or layer
@@ -6,14 +6,13 @@
   or the learned scalars (1-D or 0-D tensors), as usual for transformers.
 - Schedule per optimiser step: linear warm-up over ``train.warmup_epochs`` from ``1/W`` of the
   peak to the peak, then a half cosine down to 0 at the last step.
-- Mixed precision: ``auto`` is bf16 on GPUs that support it, else fp16 (with a gradient
-  scaler), and full fp32 on CPU; ``bf16`` also runs on CPU.
+- Mixed precision (``train.amp``) is set up by :func:`volseg.runtime.resolve_precision`, the
+  same function prediction uses.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -69,51 +68,3 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, min(warmup_steps, total_steps))
     )
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the forward pass runs.
-
-    Attributes:
-        dtype: autocast dtype (``torch.bfloat16`` or ``torch.float16``), None for fp32.
-        device_type: ``cuda`` or ``cpu``, for ``torch.autocast``.
-    """
-
-    dtype: torch.dtype | None
-    device_type: str
-
-    @property
-    def name(self) -> str:
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")  # type: ignore[arg-type]
-
-    def autocast(self) -> torch.autocast:
-        """The autocast context of the forward pass (disabled for fp32)."""
-        return torch.autocast(
-            self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
-        )
-
-    def scaler(self) -> torch.amp.GradScaler:
-        """A gradient scaler, enabled for fp16 only (bf16 has fp32's range)."""
-        return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
-
-
-def resolve_precision(amp: str, device: torch.device) -> Precision:
-    """Turn ``train.amp`` into a :class:`Precision` for ``device``.
-
-    Raises:
-        VolsegError: ``fp16`` asked for on a CPU.
-    """
-    kind = device.type
-    if amp == "auto":
-        if kind != "cuda":
-            return Precision(None, kind)
-        bf16 = torch.cuda.is_bf16_supported()
-        return Precision(torch.bfloat16 if bf16 else torch.float16, kind)
-    if amp == "off":
-        return Precision(None, kind)
-    if amp == "fp16" and kind != "cuda":
-        raise VolsegError(
-            "config key 'train.amp' is 'fp16' but there is no GPU; use train.amp=bf16 or off"
-        )
-    return Precision(torch.bfloat16 if amp == "bf16" else torch.float16, kind)

@@ -38,9 +38,9 @@ from volseg.engine.datasets import (
     label_lut,
     pipeline_tail,
 )
-from volseg.engine.distributed import DistContext, barrier, reduce_sums
-from volseg.engine.optim import Precision
+from volseg.engine.distributed import barrier, reduce_sums
 from volseg.engine.plan import Plan
+from volseg.runtime import DistContext, Precision
 
 FEATURES = "features"
 

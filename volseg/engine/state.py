@@ -22,14 +22,15 @@ from torch import nn
 
 from volseg.config import Config
 from volseg.engine.checkpoint import make_checkpoint, rng_state, save_checkpoint, set_rng_state
-from volseg.engine.distributed import DistContext, gather_objects
+from volseg.engine.distributed import gather_objects
 from volseg.engine.loop import LossModule, Position
 from volseg.engine.losses import class_weights, classification_loss, segmentation_loss
-from volseg.engine.optim import Precision, make_optimizer, make_scheduler, resolve_precision
+from volseg.engine.optim import make_optimizer, make_scheduler
 from volseg.engine.plan import Plan
 from volseg.errors import VolsegError
 from volseg.models import build_model
 from volseg.models.checkpoint import config_of, load_checkpoint
+from volseg.runtime import DistContext, Precision, resolve_precision
 
 CACHE_DTYPE = torch.float16
 

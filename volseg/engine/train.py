@@ -17,13 +17,7 @@ from typing import Any
 
 from volseg.config import Config, save_config
 from volseg.data import save_splits
-from volseg.engine.distributed import (
-    DistContext,
-    any_rank,
-    broadcast_object,
-    cleanup_distributed,
-    init_distributed,
-)
+from volseg.engine.distributed import any_rank, broadcast_object, cleanup_distributed
 from volseg.engine.loop import (
     EpochTools,
     Position,
@@ -46,6 +40,7 @@ from volseg.engine.state import (
 from volseg.engine.validate import score_of, validate_grading, validate_segmentation
 from volseg.io.atomic import atomic_path
 from volseg.models import parameter_counts
+from volseg.runtime import DistContext, init_distributed
 
 
 def run_training(

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from volseg.engine.distributed import DistContext, gather_objects
-from volseg.inference.window import autocast, sliding_window_logits
+from volseg.engine.distributed import gather_objects
+from volseg.inference.window import sliding_window_logits
 from volseg.progress import track
+from volseg.runtime import DistContext, resolve_precision
 
 
 def dice_per_class(pred: Tensor, ref: Tensor, num_classes: int) -> list[float]:
@@ -65,7 +66,7 @@ def validate_segmentation(
         class_names: names of classes ``0..K-1`` (background first).
         slab: window length in slices (``data.slab``).
         overlap, sw_batch_size: sliding-window settings (``inference.*``).
-        amp: ``train.amp``; mixed precision on CUDA only.
+        amp: ``train.amp``, resolved as training resolves it (:mod:`volseg.runtime`).
         ctx: the distributed context.
         progress: the live rich display of training to add a validation bar to; None draws
             no bar (see :func:`volseg.progress.track`).
@@ -118,7 +119,7 @@ def validate_grading(
         classes: class names (index = class id).
         modalities: modality names in channel order.
         loss_fn: the training loss on ``(logits (1, G), target (1,))``.
-        amp: ``train.amp``; mixed precision on CUDA only.
+        amp: ``train.amp``, resolved as training resolves it (:mod:`volseg.runtime`).
         ctx: the distributed context.
         progress: as for :func:`validate_segmentation`.
 
@@ -136,7 +137,7 @@ def validate_grading(
         present = [m for m, p in zip(modalities, sample["presence"].tolist(), strict=True) if p]
         mask = sample.get("mask")
         mask = None if mask is None else mask[None].to(device)
-        with torch.no_grad(), autocast(device, amp):
+        with torch.no_grad(), resolve_precision(amp, device).autocast():
             if "features" in sample:
                 features = split_features(sample["features"][None].to(device).float(), modalities)
                 features = {m: features[m] for m in present}

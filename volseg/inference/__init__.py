@@ -32,7 +32,6 @@ _EXPORTS = {
     "predict_grade": "predict",
     "predict_volume": "predict",
     "read_case": "predict",
-    "amp_dtype": "window",
     "segment_probabilities": "window",
     "sliding_window_logits": "window",
 }

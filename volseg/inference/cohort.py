@@ -29,12 +29,10 @@ a barrier rank 0 merges them into the tables above.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +72,7 @@ from volseg.inference.tables import (
 )
 from volseg.io import output_folder, read_image, write_like
 from volseg.io.dicom_seg import read_dicom_seg_check, write_dicom_seg
+from volseg.runtime import init_distributed, patient_barrier
 
 __all__ = ["TIMING_COLUMNS", "CaseSpec", "CohortResult", "discover_cases", "predict_cohort"]
 
@@ -159,10 +158,11 @@ def predict_cohort(
             f"--output {output}: --format dicom-seg writes <case>.dcm into a folder; pass an "
             "output folder"
         )
-    rank, world, local_rank, barrier = _distributed()
+    ctx = init_distributed()
+    rank, world, barrier = ctx.rank, ctx.world_size, patient_barrier(ctx)
     options = options or InferenceOptions()
     if options.device is None and world > 1 and torch.cuda.is_available():
-        options = replace(options, device=f"cuda:{local_rank}")
+        options = replace(options, device=str(ctx.device))
     predictor = as_predictor(model, options=options)
     cases = discover_cases(inputs, predictor.modalities, exclude=[output])
     grading = predictor.task != "segmentation"
@@ -308,31 +308,6 @@ def _one_line(error: BaseException) -> str:
     if "out of memory" in text.lower():
         text += " (try --stitch-device cpu, a smaller --chunk, --sw-batch-size or --roi-slices)"
     return text[:500]
-
-
-# --- several processes ----------------------------------------------------------------------
-
-
-def _distributed() -> tuple[int, int, int, Any]:
-    """``(rank, world_size, local_rank, barrier)`` from torchrun's environment.
-
-    The default group uses NCCL on CUDA and gloo on CPU; the final barrier runs in a gloo group
-    with a long timeout, since ranks may finish hours apart and prediction needs no other
-    collective (an NCCL barrier would be killed by its watchdog).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0, lambda: None
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if cuda else "gloo")
-    group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
-    return dist.get_rank(), dist.get_world_size(), local_rank, lambda: dist.barrier(group)
 
 
 def _progress(show: bool) -> Any:

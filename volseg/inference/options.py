@@ -36,7 +36,7 @@ class InferenceOptions:
         naive: run the whole model per window (comparison only, slower).
         keep_largest: keep each label's largest 26-connected component.
         stitch_device: device of the stitched output, e.g. ``cpu``; None: the model's device.
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (CUDA only).
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (:mod:`volseg.runtime`).
         device: model device; None: ``cuda`` when available, else ``cpu``.
         chunk: slices per encoder call (memory only); None: the config's ``encoder.chunk``.
         top_slices: most-attended slices reported per modality (grading).

@@ -47,7 +47,7 @@ from volseg.inference.postprocess import (
 )
 from volseg.inference.results import GradeResult, SegmentationResult, StepTimer
 from volseg.inference.roi import keep_labels, roi_values
-from volseg.inference.window import autocast, segment_probabilities
+from volseg.inference.window import segment_probabilities
 from volseg.io import Image
 from volseg.models.checkpoint import (
     config_of,
@@ -56,6 +56,7 @@ from volseg.models.checkpoint import (
     model_from_checkpoint,
 )
 from volseg.models.slicing import slice_dim
+from volseg.runtime import resolve_precision
 
 if TYPE_CHECKING:
     from volseg.inference.ensemble import Ensemble
@@ -146,6 +147,7 @@ class Predictor:
         names = {v: self.label_names.get(v, str(v)) for v in self.label_values or []}
         self.roi_values = roi_values(self.options.roi_subset, names, self.name, task=self.task)
         self.device = torch.device(self.options.device)
+        self.precision = resolve_precision(self.options.amp, self.device, option="--amp")
         if self.options.chunk is not None:
             self.model.encoder.chunk = self.options.chunk
         self.model = self.model.to(self.device).eval()
@@ -274,7 +276,7 @@ class Predictor:
         inputs = {m: image[:, i : i + 1] for i, m in enumerate(self.modalities) if m in present}
         mask = data.get("mask")
         mask = mask.as_tensor()[None].to(self.device) if mask is not None else None
-        with torch.no_grad(), autocast(self.device, self.options.amp):
+        with torch.no_grad(), self.precision.autocast():
             with timer("encode"):
                 features = self.model.encode(inputs)
             with timer("head"):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.data.utils import compute_importance_map
@@ -42,40 +42,10 @@ from torch import Tensor, nn
 
 from volseg.errors import VolsegError
 from volseg.models.slicing import slice_dim
+from volseg.runtime import resolve_precision
 
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 BLEND_MODES = ("gaussian", "constant")
 SIGMA_SCALE = 0.125  # MONAI's default: Gaussian sigma = 0.125 x window length
-
-
-def amp_dtype(device: torch.device | str, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None means full precision.
-
-    Mixed precision runs on CUDA only: ``auto`` picks bf16 where the GPU supports it, else fp16;
-    on CPU every setting runs in float32.
-
-    Raises:
-        VolsegError: ``amp`` is not one of :data:`AMP_CHOICES`.
-    """
-    if amp not in AMP_CHOICES:
-        raise VolsegError(f"amp {amp!r} is not one of {', '.join(AMP_CHOICES)}")
-    device = torch.device(device)
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-@contextlib.contextmanager
-def autocast(device: torch.device | str, amp: str = "auto") -> Iterator[None]:
-    """``torch.autocast`` for :func:`amp_dtype` on ``device``, or nothing in full precision."""
-    dtype = amp_dtype(device, amp)
-    if dtype is None:
-        yield
-    else:
-        with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
-            yield
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -112,7 +82,7 @@ def sliding_window_logits(
         naive: run the whole model per window instead of encoding once.
         stitch_device: where the stitched logits (and MONAI's count map) live, e.g. ``"cpu"``
             to keep a large volume's output in host memory; default the model's device.
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off``; mixed precision on CUDA only.
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (:func:`volseg.runtime.resolve_precision`).
         features: the encoder's features of ``image`` ``(1, E, x, y, z)``, if already
             computed (cached mode only); computed here otherwise.
 
@@ -135,7 +105,8 @@ def sliding_window_logits(
     overlaps = tuple(float(overlap) if d == dim else 0.0 for d in range(3))
     weights = slab_weights(roi, dim, mode, device)
     image = image.to(device)
-    with torch.no_grad(), autocast(device, amp):
+    precision = resolve_precision(amp, device, option="amp")
+    with torch.no_grad(), precision.autocast():
         if naive:
             roi_size = [-1, -1, -1]
             roi_size[dim] = roi
@@ -153,7 +124,7 @@ def sliding_window_logits(
         if features is None:
             features = net.encode(image)
         features = features.to(device)
-        if amp_dtype(device, amp) is None:
+        if precision.dtype is None:
             features = features.float()  # e.g. an fp16 feature cache decoded in float32
         index_shape = [1, 1, 1, 1, 1]
         index_shape[2 + dim] = n
@@ -258,6 +229,7 @@ def segment_probabilities(
     timer = timer or untimed
     net = getattr(model, "module", model)
     device = model_device(net)
+    precision = resolve_precision(amp, device, option="amp")
     dim = slice_dim(net.encoder.slice_axis)
     window = dict(
         roi_slices=roi_slices,
@@ -275,7 +247,7 @@ def segment_probabilities(
     for axes, slice_flip in flips:
         flipped = _flip(image, axes)
         if not naive and not slice_flip:
-            with timer("encode"), torch.no_grad(), autocast(device, amp):
+            with timer("encode"), torch.no_grad(), precision.autocast():
                 features = net.encode(flipped.to(device))
         along = [dim] if slice_flip else []
         with timer("head"):
