@@ -78,7 +78,7 @@ def test_rng_state_restores_every_generator(tmp_path):
     state = rng_state()
     first = (torch.rand(3), np.random.rand(3), random.random())
     path = save_checkpoint(tmp_path / "rng.pt", {"format": "volseg-checkpoint/1", "rng": state})
-    set_rng_state(load_checkpoint(path)["rng"])
+    set_rng_state(load_checkpoint(path, required=("rng",))["rng"])
     again = (torch.rand(3), np.random.rand(3), random.random())
     torch.testing.assert_close(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])

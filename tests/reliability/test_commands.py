@@ -1,12 +1,15 @@
 """Commands given odd arguments (issue 14, finding 12 and the FIFO config; issue 13, item 4):
 `volseg synth` with a planet-sized --shape, a file as --out, or a folder already holding data;
-`volseg train` and `volseg models` with a config that is a FIFO; `volseg models KEY=VALUE`."""
+`volseg train` and `volseg models` with a config that is a FIFO; `volseg models KEY=VALUE`;
+a checkpoint without its model, or holding Python objects (an unsafe pickle)."""
 
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
+import torch
 
 from tests.reliability.conftest import changed, error_line, snapshot, volseg
 
@@ -83,3 +86,28 @@ def test_models_takes_overrides_without_a_config(tmp_path):
     result = volseg("models", "model.head.channels=24", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "heads with channels=24," in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["no_model", "unsafe"])
+def test_predict_refuses_a_bad_checkpoint_in_one_line_of_its_own(organs, seg_model, tmp_path, kind):
+    checkpoint = torch.load(seg_model / "checkpoints" / "best.pt", weights_only=True)
+    if kind == "no_model":
+        del checkpoint["model"]
+    else:
+        checkpoint["extra"] = random.Random(0)  # unpickling it could run any code
+    path = tmp_path / f"{kind}.pt"
+    torch.save(checkpoint, path)
+    out = tmp_path / "pred"
+    image = organs.parent / "imagesTr" / "organs_000.nii.gz"
+    before = snapshot(tmp_path)
+    result = volseg("predict", "--model", path, "--input", image, "--output", out)
+    assert result.returncode == 2, result.stderr
+    messages = {
+        "no_model": "volseg checkpoint without the key 'model'; it was cut down or edited, use "
+        "a checkpoint as volseg train wrote it",
+        "unsafe": "holds Python objects volseg does not load (unsafe pickle); load it only if "
+        "you trust its source, and re-save the checkpoint as tensors, numbers, strings, lists "
+        "and dicts (as volseg train writes it)",
+    }
+    assert error_line(result) == f"error: {path}: {messages[kind]}"
+    assert changed(before, tmp_path) == []

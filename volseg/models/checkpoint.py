@@ -30,6 +30,7 @@ The engine writes them atomically (temporary file + rename), so a file is whole 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,24 +44,56 @@ from volseg.io.paths import resolve_checkpoint
 from volseg.models.build import build_model
 
 CHECKPOINT_FORMAT = "volseg-checkpoint/1"
+# What every reader uses; the rest (optimizer, training, ...) only --resume, which checks it.
+REQUIRED_KEYS = ("config", "task", "modalities", "model", "encoder_source")
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, *, required: tuple[str, ...] = REQUIRED_KEYS
+) -> dict[str, Any]:
     """Read a checkpoint file (or ``RUN_DIR/checkpoints/best.pt`` for a run folder).
 
+    Args:
+        path: the file or run folder.
+        required: keys the caller reads; a checkpoint without one is refused by name.
+
     Raises:
-        VolsegError: missing, unreadable or non-volseg file.
+        VolsegError: missing, unreadable or non-volseg file, one holding Python objects
+            besides tensors and containers (an unsafe pickle), or one lacking a required key.
     """
     path = resolve_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for broken or unsafe pickles
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise _unreadable(path, e) from None
+        # torch's own message runs on for lines, with advice to unpickle it anyway
         raise VolsegError(
-            f"{path}: not a readable volseg checkpoint ({str(e).splitlines()[0][:160]})"
+            f"{path}: holds Python objects volseg does not load (unsafe pickle); load it only "
+            "if you trust its source, and re-save the checkpoint as tensors, numbers, "
+            "strings, lists and dicts (as volseg train writes it)"
         ) from None
+    except Exception as e:  # torch raises several types for a damaged zip or pickle
+        raise _unreadable(path, e) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise VolsegError(f"{path}: not a volseg checkpoint (no '{CHECKPOINT_FORMAT}' format key)")
+    missing = [key for key in required if key not in checkpoint]
+    if missing:
+        raise VolsegError(
+            f"{path}: volseg checkpoint without the key{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(k) for k in missing)}; it was cut down or edited, use a "
+            "checkpoint as volseg train wrote it"
+        )
     return checkpoint
+
+
+def _unreadable(path: Path, error: Exception) -> VolsegError:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0].split(". ")[0][:160] if lines else type(error).__name__
+    return VolsegError(
+        f"{path}: not a readable volseg checkpoint ({reason}); the file is truncated or not a "
+        "checkpoint"
+    )
 
 
 def config_of(checkpoint: Mapping[str, Any]) -> Config:
