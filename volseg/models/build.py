@@ -27,6 +27,10 @@ from torch import Tensor, nn
 
 from volseg.config.schema import ModelConfig
 from volseg.errors import VolsegError
+
+# ENCODERS and HEADS members register themselves on import: these modules (build_model reaches
+# them only through the registries), cls_head and encoder.
+from volseg.models import baselines, pyramid_head, seg_head  # noqa: F401
 from volseg.models.adapt import apply_adaptation
 from volseg.models.cls_head import GradeOutput
 from volseg.models.encoder import DINOV2_EMBED_DIMS, SliceEncoder

@@ -5,15 +5,16 @@
 
     head = HEADS.build("seg3d", in_channels=768, num_classes=4)
 
-A registry imports its ``modules`` on first lookup, so ``HEADS.build`` works without the caller
-importing the module that defines the head.
+Members register themselves where they are defined; :mod:`volseg.models.build`, which builds
+every model, imports each member module by name (one import line per new module), and the
+``volseg.models`` package imports ``build``, so the registries are complete as soon as any
+part of ``volseg.models`` is imported.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
@@ -26,9 +27,8 @@ B = TypeVar("B", bound=Callable[..., nn.Module])
 class Registry:
     """Name -> builder (a function or class returning an ``nn.Module``) for one kind of part."""
 
-    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._modules = tuple(modules)
         self._builders: dict[str, Callable[..., nn.Module]] = {}
 
     def register(self, name: str) -> Callable[[B], B]:
@@ -45,8 +45,6 @@ class Registry:
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
-        for module in self._modules:
-            importlib.import_module(module)
         return sorted(self._builders)
 
     def build(self, name: str, **kwargs: Any) -> nn.Module:
@@ -72,13 +70,5 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-HEADS = Registry(
-    "head",
-    modules=(
-        "volseg.models.seg_head",
-        "volseg.models.pyramid_head",
-        "volseg.models.cls_head",
-        "volseg.models.baselines",
-    ),
-)
-ENCODERS = Registry("encoder", modules=("volseg.models.encoder", "volseg.models.baselines"))
+HEADS = Registry("head")
+ENCODERS = Registry("encoder")
