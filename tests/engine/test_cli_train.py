@@ -1,4 +1,4 @@
-"""``volseg train`` options, through the subcommand :func:`volseg.cli.train.register_train` adds."""
+"""``volseg train`` options, through the subcommand :func:`volseg.cli.train.add_parser` adds."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from tests.engine.conftest import TINY_MODEL
-from volseg.cli.train import register_train
+from volseg.cli import train
 from volseg.errors import VolsegError
 
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="volseg")
-    register_train(parser.add_subparsers(dest="command"))
+    train.add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["train", *argv])
 
 

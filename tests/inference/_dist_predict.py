@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from volseg.cli.predict import register_predict
+from volseg.cli import predict
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="volseg")
-    register_predict(parser.add_subparsers(dest="command", required=True))
+    predict.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["predict", *argv])
     return int(args.run(args))
 

@@ -321,10 +321,10 @@ def test_organ_phantoms_show_the_liver_on_the_screen_left(world):
 def test_cli_writes_the_report(world, tmp_path, capsys):
     import argparse
 
-    from volseg.cli.report import register_report
+    from volseg.cli import report
 
     parser = argparse.ArgumentParser(prog="volseg")
-    register_report(parser.add_subparsers(dest="command"))
+    report.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["report", str(world / "grading"), "--out", str(tmp_path / "r")])
     assert args.run(args) == 0
     assert (tmp_path / "r" / "report.html").is_file()

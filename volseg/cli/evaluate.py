@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from volseg.cli.main import add_command
+from volseg.cli.common import add_command
 from volseg.errors import VolsegError
 
 
-def register_evaluate(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "evaluate",
@@ -51,10 +51,10 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (>= 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.set_defaults(run=run_evaluate)
+    p.set_defaults(run=run)
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from volseg.metrics import evaluate_classification, evaluate_segmentation
 
     if args.resamples < 1000:

@@ -21,8 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from volseg import __version__
+from volseg.cli import bench, check, demo, evaluate, models, predict, report, synth, train
 from volseg.errors import VolsegError
 
+# Subcommands in the order `volseg --help` lists them: the pipeline's order.
+COMMANDS = (synth, check, train, models, predict, evaluate, report, bench, demo)
 EXIT_USER_ERROR = 2
 EXIT_SYSTEM_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -101,22 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"volseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from volseg.cli import commands
-
-    for register in commands.REGISTER:
-        register(sub)
-    return parser
-
-
-def add_command(
-    sub: argparse._SubParsersAction, name: str, summary: str, description: str = ""
-) -> argparse.ArgumentParser:
-    """Add a subcommand whose help shows ``summary`` and ``description`` verbatim."""
-    parser = sub.add_parser(
-        name,
-        help=summary.replace("%", "%%"),  # argparse %-formats help strings, not descriptions
-        description=f"{summary}\n\n{description}".strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(command_parser=parser)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from volseg.cli.main import add_command
+from volseg.cli.common import add_command
 
 DESCRIPTION = """\
 MODEL is a run folder (its checkpoints/best.pt, else last.pt) or a checkpoint file. The
@@ -65,7 +65,7 @@ examples:
   volseg predict --model runs/organs --input scans/ --output pred/ --skip-existing --save-probs"""
 
 
-def register_predict(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``volseg predict`` to the subcommands."""
     p = add_command(
         sub,
@@ -205,10 +205,10 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--verbose", action="store_true", help="log details, with the traceback of each failed case"
     )
-    p.set_defaults(run=run_predict)
+    p.set_defaults(run=run)
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``volseg predict`` from parsed arguments; returns the exit status.
 
     Options, model paths, the input and the output are checked before torch and MONAI are

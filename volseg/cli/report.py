@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from volseg.cli.main import add_command
+from volseg.cli.common import add_command
 
 
-def register_report(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "report",
@@ -40,10 +40,10 @@ def register_report(sub: argparse._SubParsersAction) -> None:
         "(default: the manifest the evaluation used as reference, if it did)",
     )
     p.add_argument("--title", help="report title (default 'volseg report')")
-    p.set_defaults(run=run_report)
+    p.set_defaults(run=run)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from volseg.report import write_report
 
     html = write_report(args.dirs, args.out, manifest=args.manifest, title=args.title)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from volseg.cli.main import add_command
+from volseg.cli.common import add_command
 
 
-def register_train(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
         "train",
@@ -41,10 +41,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
-    p.set_defaults(run=run_train)
+    p.set_defaults(run=run)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from volseg.config import Config, load_config, to_dict
     from volseg.errors import VolsegError
 

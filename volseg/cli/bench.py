@@ -1,0 +1,36 @@
+"""``volseg bench``: train or reuse each model, predict, evaluate, time and report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from volseg.cli.common import add_command
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``volseg bench`` to ``sub``."""
+    p = add_command(
+        sub,
+        "bench",
+        "Run a whole benchmark: train or reuse each model, predict, evaluate, time, report.",
+        "CONFIG is a bench YAML: name, output_dir, test (manifest of the held-out cases), and\n"
+        "models, each with a name and a training config plus overrides (or an existing run).\n"
+        "MONAI baselines are models too (model.encoder.name=none model.head.name=monai_unet).\n"
+        "Writes OUTPUT_DIR/NAME/{runs,predictions,evaluation}/, bench.csv (quality, seconds per\n"
+        "volume, peak memory) and report/report.html. See configs/bench_synthetic_organs.yaml.\n\n"
+        "examples:\n"
+        "  volseg bench configs/bench_synthetic_organs.yaml\n"
+        "  volseg bench configs/bench_synthetic_organs.yaml output_dir=/tmp/bench",
+    )
+    p.add_argument("config", type=Path, help="bench YAML")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="bench config overrides")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from volseg.bench import load_bench_config, run_bench
+
+    report = run_bench(load_bench_config(args.config, args.overrides))
+    print(f"report: {report}")
+    return 0
