@@ -49,6 +49,7 @@ from volseg.engine.datasets import finish_sample
 from volseg.errors import VolsegError
 from volseg.io.atomic import atomic_write
 from volseg.models.onnx_weights import packaged_weights_file
+from volseg.progress import track
 
 CACHE_FORMAT = "volseg-feature-cache/1"
 PREPROCESSING_VERSION = 1  # bump when volseg.data.transforms changes what preprocessing computes
@@ -124,6 +125,7 @@ class FeatureCache:
         pad: SpatialPadd | None = None,
         shard: tuple[int, int] = (0, 1),
         drop: Sequence[str] = (),
+        progress: bool = True,
     ) -> FillReport:
         """Compute the entries of ``cases`` that are missing.
 
@@ -136,6 +138,7 @@ class FeatureCache:
             pad: applied after ``preprocess`` (pads training volumes to the slab).
             shard: ``(rank, world_size)``: this rank fills every ``world_size``-th case.
             drop: sample keys not to store (``image`` for grading).
+            progress: count the cases on a bar (rank 0 only; see :func:`volseg.progress.track`).
 
         Returns:
             Counts and seconds of this rank's share.
@@ -143,7 +146,8 @@ class FeatureCache:
         report = FillReport()
         start = time.perf_counter()
         rank, world = shard
-        for i in range(rank, len(cases), world):
+        share = range(rank, len(cases), world)
+        for i in track(share, f"feature cache ({kind})", enabled=progress and rank == 0):
             key = self.key(cases[i], kind)
             if self.path(key).is_file():
                 problem = self.problem(key, cases[i].id)

@@ -30,6 +30,7 @@ from rich.progress import (
 )
 
 from volseg.io.atomic import atomic_path
+from volseg.progress import bars_wanted
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -156,8 +157,10 @@ class RunRecords:
 
 @contextmanager
 def epoch_progress(enabled: bool) -> Iterator[Progress | None]:
-    """A rich progress display (epoch, steps, loss, ETA), or None when disabled."""
-    if not enabled:
+    """A rich progress display (epoch, steps, loss, ETA), or None when disabled or when no one
+    would see it (:func:`volseg.progress.bars_wanted`: stderr not a terminal, pytest,
+    ``VOLSEG_NO_PROGRESS=1``)."""
+    if not enabled or not bars_wanted():
         yield None
         return
     progress = Progress(

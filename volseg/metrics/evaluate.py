@@ -33,6 +33,7 @@ from volseg.metrics.segmentation import (
     segmentation_metrics,
 )
 from volseg.metrics.summary_files import match_cases, write_summary
+from volseg.progress import track
 
 __all__ = ["evaluate_classification", "evaluate_segmentation"]
 
@@ -343,13 +344,15 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 
 def _run(fn: Any, jobs: list[tuple], workers: int) -> list:
-    """``fn(*job)`` for every job, in order; in ``workers`` spawned processes when > 1."""
+    """``fn(*job)`` for every job, in order; in ``workers`` spawned processes when > 1. The
+    finished jobs are counted on an "evaluating" bar (:func:`volseg.progress.track`)."""
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(*job) for job in jobs]
+        return [fn(*job) for job in track(jobs, "evaluating")]
     context = multiprocessing.get_context("spawn")  # fork after torch/OpenMP threads can hang
     try:
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-            return list(pool.map(fn, *zip(*jobs, strict=True)))
+            done = pool.map(fn, *zip(*jobs, strict=True))
+            return list(track(done, "evaluating", total=len(jobs)))
     except BrokenProcessPool:
         raise VolsegError(
             f"a worker process of {workers} died (out of memory, or a script calling volseg "

@@ -19,6 +19,7 @@ from volseg.errors import VolsegError
 from volseg.io import input_path, output_folder
 from volseg.metrics.classification import classification_metrics
 from volseg.metrics.summary_files import match_cases, write_summary
+from volseg.progress import track
 
 
 def evaluate_classification(
@@ -126,7 +127,7 @@ def _check_prob_columns(header: list[str], names: list[str], path: Path) -> None
 def _probabilities(rows: list[dict[str, str]], names: list[str], path: Path) -> dict:
     """case id -> probabilities ``(G,)`` in class order, checked to be a distribution."""
     probs: dict[str, np.ndarray] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in track(enumerate(rows, start=2), "reading predictions", total=len(rows)):
         case_id = row["case_id"]
         try:
             p = np.array([float(row[f"prob_{n}"]) for n in names])

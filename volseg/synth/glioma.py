@@ -30,6 +30,7 @@ import numpy as np
 from volseg.data.manifest import Case, ImageSource, Manifest, save_manifest
 from volseg.errors import VolsegError
 from volseg.io import Image, write_image
+from volseg.progress import track
 from volseg.synth.shapes import (
     Ellipsoid,
     Grid,
@@ -275,7 +276,7 @@ def synthesize_glioma(
     shape = check_request(cases, shape)
     out_dir = Path(out_dir).resolve()
     entries, drawn = [], []
-    for k, case_id in enumerate(case_ids("glioma", cases)):
+    for k, case_id in track(enumerate(case_ids("glioma", cases)), "synth glioma", total=cases):
         grade = case_grade(seed, k, grades)
         image, label, params = make_glioma_case(case_rng(seed, k), shape, grade, grades)
         sources = {}

@@ -24,6 +24,7 @@ from volseg.errors import VolsegError
 from volseg.io import write_image
 from volseg.io.atomic import atomic_path
 from volseg.io.image import Geometry, Image
+from volseg.progress import track
 
 Box = tuple[slice, slice, slice]
 
@@ -321,7 +322,7 @@ def write_ct_segmentation_set(
     shape = check_request(cases, shape)
     out_dir = Path(out_dir).resolve()
     entries, drawn = [], []
-    for k, case_id in enumerate(case_ids(kind, cases)):
+    for k, case_id in track(enumerate(case_ids(kind, cases)), f"synth {kind}", total=cases):
         image, label, params = make_case(case_rng(seed, k), shape)
         image_path = write_image(image, out_dir / "imagesTr" / f"{case_id}.nii.gz")
         label_path = write_image(label, out_dir / "labelsTr" / f"{case_id}.nii.gz", label=True)
