@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from volseg.errors import VolsegError
+from volseg.metrics.summary_files import check_summary
 
 SKIP_FOLDERS = {"checkpoints", "tensorboard", "cache", "figures", "__pycache__", "node_modules"}
 MAX_DEPTH = 6
@@ -295,14 +296,7 @@ def _read_evaluation(folder: Path, name: str) -> Evaluation:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise VolsegError(f"{path}: cannot read as JSON ({e}); re-run volseg evaluate") from None
-    if not isinstance(summary, dict) or summary.get("task") not in (
-        "segmentation",
-        "classification",
-    ):
-        raise VolsegError(
-            f"{path}: is not a volseg evaluate summary (no task segmentation/classification); "
-            "re-run volseg evaluate"
-        )
+    check_summary(summary, path)  # the keys and types the report reads
     per_case = folder / "per_case.csv"
     return Evaluation(folder, name, summary, read_csv(per_case) if per_case.is_file() else [])
 
