@@ -6,7 +6,12 @@ after a validation, its metrics) goes to ``metrics.jsonl`` (appended) and ``metr
 records; other ranks get a :class:`RunRecords` that does nothing.
 
 On ``--resume`` the rows of epochs after the checkpoint are dropped and TensorBoard purges
-its events past the checkpoint's step, so the files read as if the run had never stopped.
+its events past the checkpoint's step, so the files read as if the run had never stopped (a
+last line cut short by a full disk is dropped too).
+
+A file the operating system refuses (disk full, read-only folder) raises an ``OSError`` whose
+``filename`` is that file, never a temporary sibling or nothing: the CLI prints it as one line
+naming the file (exit 1).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,7 +68,7 @@ class RunRecords:
             return
         jsonl = self.run_dir / "metrics.jsonl"
         if resume_epoch is not None and jsonl.is_file():
-            rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+            rows = _json_rows(jsonl.read_text(encoding="utf-8"))
             self.rows = [r for r in rows if r.get("epoch", 0) <= resume_epoch]
             self._rewrite_jsonl()
             self._write_csv()
@@ -79,7 +85,8 @@ class RunRecords:
             return
         row = {k: _plain(v) for k, v in row.items()}
         self.rows.append(row)
-        with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        jsonl = self.run_dir / "metrics.jsonl"
+        with _naming(jsonl), jsonl.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         self._write_csv()
         if self._writer is not None:
@@ -131,7 +138,8 @@ class RunRecords:
                     fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3
                 )
         fig.tight_layout()
-        with atomic_path(self.run_dir / "progress.png") as tmp:
+        png = self.run_dir / "progress.png"
+        with _naming(png), atomic_path(png) as tmp:
             fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
 
@@ -144,14 +152,16 @@ class RunRecords:
         columns: list[str] = []
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        with atomic_path(self.run_dir / "metrics.csv") as tmp:
+        path = self.run_dir / "metrics.csv"
+        with _naming(path), atomic_path(path) as tmp:
             with tmp.open("w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(self.rows)
 
     def _rewrite_jsonl(self) -> None:
-        with atomic_path(self.run_dir / "metrics.jsonl") as tmp:
+        path = self.run_dir / "metrics.jsonl"
+        with _naming(path), atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
 
 
@@ -176,6 +186,32 @@ def epoch_progress(enabled: bool) -> Iterator[Progress | None]:
     )
     with progress:
         yield progress
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` met while writing ``path`` with ``path`` as its file name (a
+    full disk fails on flush with no name, a read-only folder names the temporary file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+
+
+def _json_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``; a line that does not parse (cut short when the disk
+    filled up) is left out."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _plain(value: Any) -> Any:
