@@ -1,5 +1,12 @@
 """Options that cannot work fail once, up front, in one line (issue 13, item 1): devices and
-windows for predict, overrides after flags and Ctrl-C for train."""
+windows for predict, overrides after flags and Ctrl-C for train.
+
+Only what needs the real command line runs as a subprocess; the other option rules are
+checked in-process on :class:`~volseg.inference.InferenceOptions`. A subprocess that fails on
+an argument returns in about a second, since torch and MONAI are not imported for it
+(``tests/cli/test_predict_one_line.py`` checks that); ``--device`` takes about 3 s, as telling
+a missing GPU needs torch.
+"""
 
 from __future__ import annotations
 
