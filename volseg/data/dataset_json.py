@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from volseg.data.manifest import Case, ImageSource, Manifest
-from volseg.data.manifest_fields import absolute, case_id_of, get_key, int_keyed, unique_names
+from volseg.data.manifest_fields import absolute, get_key, int_keyed, unique_names
 from volseg.errors import VolsegError
+from volseg.io.names import case_name, split_channel
 
 # --- Medical Segmentation Decathlon ----------------------------------------------------------
 
@@ -32,6 +32,9 @@ def load_msd(doc: dict[str, Any], path: Path) -> Manifest:
             return {modalities[0]: ImageSource(image)}
         return {m: ImageSource(image, channel=i) for i, m in enumerate(modalities)}
 
+    def case_id(file: str) -> str:  # a DICOM folder keeps its whole name
+        return case_name(Path(file).name, folder=absolute(file, root).is_dir()).case_id
+
     cases = []
     for i, entry in enumerate(get_key(doc, "training", list, path)):
         where = f"training[{i}]"
@@ -39,7 +42,7 @@ def load_msd(doc: dict[str, Any], path: Path) -> Manifest:
             raise VolsegError(f'{path}: {where} must be {{"image": ..., "label": ...}}')
         image = get_key(entry, "image", str, path, where)
         label = get_key(entry, "label", str, path, where)
-        cases.append(Case(case_id_of(image), images(image), label=absolute(label, root)))
+        cases.append(Case(case_id(image), images(image), label=absolute(label, root)))
     test = []
     for i, entry in enumerate(get_key(doc, "test", list, path, required=False) or []):
         # the real files list test images as plain strings; accept {"image": ...} as well
@@ -48,7 +51,7 @@ def load_msd(doc: dict[str, Any], path: Path) -> Manifest:
             image = get_key(entry, "image", str, path, f"test[{i}]")
         if not image:
             raise VolsegError(f"{path}: test[{i}] must be an image path, got {entry!r}")
-        test.append(Case(case_id_of(image), images(image)))
+        test.append(Case(case_id(image), images(image)))
     name = get_key(doc, "name", str, path, required=False) or path.parent.name
     return Manifest(name, "segmentation", modalities, cases, labels, [], test, path, "msd")
 
@@ -121,8 +124,8 @@ def _nnunet_listed(case_id: str, entry: Any, modalities: list[str], root: Path, 
 
 
 def _channel_files(folder: Path, ending: str) -> set[str]:
-    pattern = re.compile(r"(.+)_\d{4}" + re.escape(ending))
-    return {m.group(1) for name in _listing(folder) if (m := pattern.fullmatch(name))}
+    stems = [name[: -len(ending)] for name in _listing(folder) if name.endswith(ending)]
+    return {found[0] for stem in stems if (found := split_channel(stem))}
 
 
 def _plain_files(folder: Path, ending: str) -> set[str]:

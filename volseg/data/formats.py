@@ -34,7 +34,7 @@ from volseg.data.manifest_fields import (
 )
 from volseg.errors import VolsegError
 from volseg.io.paths import input_path
-from volseg.io.read import FORMATS as IMAGE_FORMATS
+from volseg.io.names import DICOM_SLICE, split_extension
 
 ACCEPTED = (
     "a volseg manifest JSON, an MSD or nnU-Net v2 dataset.json (or its folder), "
@@ -44,7 +44,6 @@ TOP_KEYS = {"format", "name", "task", "modalities", "labels", "classes", "cases"
 EXTRA_TOP_KEYS = {"description", "reference", "license", "layout"}
 CASE_KEYS = ["id", "subject", "images", "label", "class", "mask"]
 CSV_RESERVED = ("case_id", "label", "mask", "subject")
-IMAGE_SUFFIXES = tuple(IMAGE_FORMATS)
 TASKS = ("segmentation", "classification")
 
 
@@ -259,8 +258,8 @@ def _refuse_class_column(
 
 
 def _looks_like_image(value: str, root: Path) -> bool:
-    name = value.lower()
-    return name.endswith((*IMAGE_SUFFIXES, ".dcm")) or absolute(value, root).exists()
+    is_image = bool(split_extension(value)[1]) or value.lower().endswith(DICOM_SLICE)
+    return is_image or absolute(value, root).exists()
 
 
 def _sorted_classes(values: set[str | None]) -> list[str]:

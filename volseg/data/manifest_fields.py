@@ -1,4 +1,4 @@
-"""Reading the fields of a dataset description: typed keys, label maps, paths, case ids.
+"""Reading the fields of a dataset description: typed keys, label maps, paths.
 
 Shared by every manifest format (:mod:`volseg.data.formats`, :mod:`volseg.data.dataset_json`);
 each failure is a one-line :class:`~volseg.errors.VolsegError` naming the file and the key.
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from volseg.errors import VolsegError
-from volseg.io.read import FORMATS as IMAGE_ENDINGS
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -91,15 +90,6 @@ def absolute(value: str | Path, root: Path) -> Path:
 def absolute_or_none(value: str | None, root: Path) -> Path | None:
     """:func:`absolute`, or None for a field that is not given."""
     return None if value is None else absolute(value, root)
-
-
-def case_id_of(file: str) -> str:
-    """Case id of an image path: the file name without its image extension."""
-    name = Path(file).name
-    for ending in IMAGE_ENDINGS:
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return name
 
 
 def hint(key: str, allowed: set[str] | list[str]) -> str:

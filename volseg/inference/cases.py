@@ -17,7 +17,8 @@ Outputs: ``--output`` is a folder, or, for an input of one volume, the label-map
 when it ends in an image extension (``seg.nii.gz``, ``seg.nrrd``; :func:`output_file`).
 :func:`check_request` checks models, input and output this way before torch is imported.
 
-Case ids are file names without extension (DICOM: the folder name), or the manifest's ids.
+Case ids are file names without extension (DICOM: the folder name), read by
+:func:`volseg.io.names.case_name` as manifests and evaluation read them, or the manifest's ids.
 They become output file names only through :func:`volseg.io.case_file_name`
 (:func:`output_paths`), and :func:`check_outputs` refuses a cohort whose outputs would land
 on a file it reads, before anything is written.
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from volseg.errors import VolsegError
 from volseg.io import case_file_name, input_path, refuse_overwrite
-from volseg.io.read import FORMATS
+from volseg.io.names import DICOM_SLICE, CaseName, case_name, split_extension
 
 if TYPE_CHECKING:  # not imported at run time: checking a request must not load torch
     from volseg.data.manifest import Case
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha", "same", "dicom-seg")
 MANIFEST_NAMES = ("dataset.json", "manifest.json")
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_SUFFIXES = sorted(FORMATS, key=len, reverse=True)  # .nii.gz before .nii
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def discover_cases(
     if path.is_file():
         if path.suffix.lower() in (".json", ".csv"):
             cases = _manifest_cases(path, modalities)
-        elif path.name.lower().endswith(".dcm"):
+        elif path.name.lower().endswith(DICOM_SLICE):
             cases = [_dicom_case(path.parent)]
         else:
             cases = [_file_case(path)]
@@ -152,7 +150,7 @@ def check_request(models: Sequence[object], inputs: str | Path, output: str | Pa
 
 def output_file(output: Path) -> bool:
     """Whether ``--output`` names a label-map file: an image extension and not a folder."""
-    return bool(_split_suffix(output.name)[1]) and not output.is_dir()
+    return bool(split_extension(output.name)[1]) and not output.is_dir()
 
 
 def output_suffix(spec: CaseSpec, output_format: str) -> str:
@@ -178,7 +176,7 @@ def output_paths(spec: CaseSpec, output: Path, output_format: str) -> tuple[Path
         VolsegError: a case id that would name a file outside ``output``.
     """
     if output_file(output):
-        stem, suffix = _split_suffix(output.name)
+        stem, suffix = split_extension(output.name)
         return output, output.with_name(f"{stem}_probs{suffix}")
     suffix = output_suffix(spec, output_format)
     name = case_file_name(spec.id, suffix, source=spec.origin)
@@ -238,26 +236,20 @@ def check_outputs(
 # --- finding cases ----------------------------------------------------------------------------
 
 
-def _split_suffix(name: str) -> tuple[str, str]:
-    lower = name.lower()
-    for suffix in _SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return name, ""
-
-
 def _file_case(path: Path) -> CaseSpec:
-    stem, suffix = _split_suffix(path.name)
-    if not suffix:
+    name = case_name(path.name)
+    if not name.extension:
         raise VolsegError(
             f"{path}: not an image volseg reads (NIfTI, NRRD, MetaImage, a DICOM folder) nor "
             "a manifest (.json, .csv)"
         )
-    return CaseSpec(stem, path, path, suffix, files=((path, "the input image"),), origin=path)
+    files = ((path, "the input image"),)
+    return CaseSpec(name.case_id, path, path, name.extension, files=files, origin=path)
 
 
 def _dicom_case(folder: Path) -> CaseSpec:
-    name = Path(os.path.normpath(folder.absolute())).name  # "." and ".." named as the folder
+    absolute = Path(os.path.normpath(folder.absolute()))  # "." and ".." named as the folder
+    name = case_name(absolute.name, folder=True).case_id
     files = tuple((p, f"a slice of DICOM series {name}") for p in folder.iterdir() if p.is_file())
     return CaseSpec(name, folder, folder, "", files=files, origin=folder)
 
@@ -265,7 +257,7 @@ def _dicom_case(folder: Path) -> CaseSpec:
 def _folder_entries(folder: Path, exclude: set[Path]) -> tuple[list[Path], list[Path], list[Path]]:
     """``(visible entries, image files, sub-folders)`` of a folder, each sorted."""
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    images = [p for p in entries if p.is_file() and _split_suffix(p.name)[1]]
+    images = [p for p in entries if p.is_file() and split_extension(p.name)[1]]
     folders = [p for p in entries if p.is_dir() and p.resolve() not in exclude]
     return entries, images, folders
 
@@ -290,11 +282,12 @@ def _folder_cases(folder: Path, modalities: Sequence[str], exclude: set[Path]) -
     skipped = [p.name for p in entries if p not in images and p not in folders]
     if skipped:
         log.info("%s: skipping %d non-image entries (%s...)", folder, len(skipped), skipped[0])
-    stems = [_split_suffix(p.name)[0] for p in images]
-    matches = [_CHANNEL.match(s) for s in stems]
-    grouped = images and all(matches) and (len(modalities) > 1 or _all_zero(matches))
+    names = [case_name(p.name, channels=True) for p in images]
+    channels = [n.channel for n in names]
+    one_channel = all(n.modality == "0000" for n in names)  # for one modality: _0000 dropped
+    grouped = images and None not in channels and (len(modalities) > 1 or one_channel)
     if grouped:
-        cases = _grouped_cases(images, matches, folder)
+        cases = _grouped_cases(images, names, folder)
     else:
         cases, singles = _modality_cases(images, modalities, folder)
         cases = sorted([*cases, *map(_file_case, singles)], key=lambda c: c.id)
@@ -311,23 +304,14 @@ def _modality_cases(
     """
     if len(modalities) < 2:
         return [], images
-    longest_first = sorted(modalities, key=len, reverse=True)  # T1ce is not T1
     by_case: dict[str, dict[str, Path]] = {}
     rest = []
     for path in images:
-        stem = _split_suffix(path.name)[0]
-        modality = next(
-            (
-                m
-                for m in longest_first
-                if stem.lower().endswith(f"_{m.lower()}") and len(stem) > len(m) + 1
-            ),
-            None,
-        )
+        name = case_name(path.name, modalities=modalities)
+        case_id, modality = name.case_id, name.modality
         if modality is None:
             rest.append(path)
             continue
-        case_id = stem[: -len(modality) - 1]
         found = by_case.setdefault(case_id, {})
         if modality in found:
             raise VolsegError(
@@ -340,29 +324,23 @@ def _modality_cases(
         sources = tuple(found.get(m) for m in modalities)
         first = next(p for p in sources if p is not None)
         files = tuple((p, f"the {m} image of case {case_id}") for m, p in found.items())
-        suffix = _split_suffix(first.name)[1]
+        suffix = split_extension(first.name)[1]
         cases.append(CaseSpec(case_id, sources, first, suffix, files=files, origin=folder))
     return cases, rest
 
 
-def _all_zero(matches: list[re.Match[str] | None]) -> bool:
-    return all(m is not None and m["channel"] == "0000" for m in matches)
-
-
-def _grouped_cases(
-    images: list[Path], matches: list[re.Match[str] | None], folder: Path
-) -> list[CaseSpec]:
+def _grouped_cases(images: list[Path], names: list[CaseName], folder: Path) -> list[CaseSpec]:
     """nnU-Net naming: ``{case}_{XXXX}{ext}`` files are the modalities ``XXXX`` of ``case``."""
     by_case: dict[str, dict[int, Path]] = {}
-    for path, match in zip(images, matches, strict=True):
-        assert match is not None
-        by_case.setdefault(match["case"], {})[int(match["channel"])] = path
+    for path, name in zip(images, names, strict=True):
+        assert name.channel is not None
+        by_case.setdefault(name.case_id, {})[name.channel] = path
     cases = []
     for case_id, channels in by_case.items():
         sources = tuple(channels.get(c) for c in range(max(channels) + 1))
         first = channels[min(channels)]
         files = tuple((p, f"an image of case {case_id}") for p in channels.values())
-        suffix = _split_suffix(first.name)[1]
+        suffix = split_extension(first.name)[1]
         cases.append(CaseSpec(case_id, sources, first, suffix, files=files, origin=folder))
     return cases
 
@@ -383,7 +361,7 @@ def _manifest_cases(path: Path, modalities: Sequence[str]) -> list[CaseSpec]:
         first = next((s.path for s in sources if s is not None), None)
         if first is None:  # none of the model's modalities: let the case fail with a message
             first = next(iter(case.images.values())).path
-        suffix = _split_suffix(first.name)[1] if first.is_file() else ""
+        suffix = split_extension(first.name)[1] if first.is_file() else ""
         files = (
             (source, "the manifest"),
             *((s.path, f"the {m} image of case {case.id}") for m, s in case.images.items()),

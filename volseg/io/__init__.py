@@ -1,7 +1,8 @@
 """Image IO: read NIfTI, NRRD, MetaImage and DICOM series with their geometry; write them back.
 
 Also the path rules every stage shares (:mod:`volseg.io.paths`): inputs are regular files or
-folders, and a case id becomes an output file name only through :func:`case_file_name`.
+folders, and a case id becomes an output file name only through :func:`case_file_name`; and
+the one rule turning a file name into a case id and modality (:mod:`volseg.io.names`).
 """
 
 from __future__ import annotations

@@ -21,16 +21,9 @@ from nibabel.openers import ImageOpener
 from volseg.errors import VolsegError
 from volseg.io.header_checks import check_data_size, check_slice_gaps, check_spacing
 from volseg.io.image import Geometry, Image
+from volseg.io.names import DICOM_SLICE, IMAGE_FORMATS
 from volseg.io.paths import input_path
 
-FORMATS = {
-    ".nii.gz": "nifti",
-    ".nii": "nifti",
-    ".nrrd": "nrrd",
-    ".nhdr": "nrrd",
-    ".mha": "metaimage",
-    ".mhd": "metaimage",
-}
 SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), DICOM (a folder)"
 
 
@@ -61,10 +54,10 @@ def image_format(path: str | Path) -> str:
     if path.is_dir():
         return "dicom"
     name = path.name.lower()
-    for suffix, fmt in FORMATS.items():
+    for suffix, fmt in IMAGE_FORMATS.items():
         if name.endswith(suffix):
             return fmt
-    if name.endswith(".dcm") or not Path(name).suffix:
+    if name.endswith(DICOM_SLICE) or not Path(name).suffix:
         return "dicom"
     raise VolsegError(f"{path}: unknown image extension; volseg reads {SUPPORTED}")
 

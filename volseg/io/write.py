@@ -1,7 +1,7 @@
 """Write images with exactly the geometry they carry (or that of a reference image).
 
-The format follows the extension (see :data:`volseg.io.read.FORMATS`; a path without one is a
-DICOM series folder). Every write is atomic: the file appears complete or not at all.
+The format follows the extension (see :data:`volseg.io.names.IMAGE_FORMATS`; a path without one
+is a DICOM series folder). Every write is atomic: the file appears complete or not at all.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import numpy as np
 from volseg.data import load_manifest
 from volseg.errors import VolsegError
 from volseg.io import output_folder, read_image
-from volseg.io.read import FORMATS
+from volseg.io.names import IMAGE_FORMATS, case_name
 from volseg.metrics.bootstrap import METHOD, bootstrap_mean_ci
 from volseg.metrics.evaluate_grading import evaluate_classification
 from volseg.metrics.segmentation import (
@@ -325,10 +325,10 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         name = path.name
-        ending = next((e for e in FORMATS if name.lower().endswith(e)), None)
-        if ending is None or name.startswith(".") or not path.is_file():
+        parsed = case_name(name)
+        if not parsed.extension or name.startswith(".") or not path.is_file():
             continue
-        case_id = name[: -len(ending)]
+        case_id = parsed.case_id
         if case_id in files:
             raise VolsegError(
                 f"{folder}: case {case_id} has two {what} files ({files[case_id].name}, {name}); "
@@ -336,7 +336,8 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
             )
         files[case_id] = path
     if not files:
-        raise VolsegError(f"{folder}: no {what} label maps ({', '.join(FORMATS)}) in this folder")
+        endings = ", ".join(IMAGE_FORMATS)
+        raise VolsegError(f"{folder}: no {what} label maps ({endings}) in this folder")
     return files
 
 
