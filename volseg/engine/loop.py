@@ -6,8 +6,10 @@ size); samples of equal shape are stacked and run together, each group's loss we
 share of the batch, so the gradient is that of the batch's mean loss whatever the grouping.
 Only the last backward of an optimiser step synchronises (``no_sync`` for the others).
 
-Position bookkeeping (:class:`Position`) makes a stop at any optimiser-step boundary
-resumable: the epoch, how many batches of it are done, the global step and the running loss.
+Position bookkeeping (:class:`~volseg.engine.session.Position`) makes a stop at any
+optimiser-step boundary resumable: the epoch, how many batches of it are done, the global step
+and the running loss. The model, optimiser and step settings come as one
+:class:`~volseg.engine.session.Session`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -26,8 +27,9 @@ from torch import Tensor, nn
 
 from volseg.engine.datasets import stack_groups, to_device
 from volseg.engine.distributed import any_rank, reduce_sums
+from volseg.engine.session import Position, Session
 from volseg.engine.validate import split_features
-from volseg.runtime import DistContext, Precision
+from volseg.runtime import DistContext
 
 
 class LossModule(nn.Module):
@@ -80,21 +82,6 @@ class LossModule(nn.Module):
         return features.to(self.feature_dtype).to(features.dtype)
 
 
-@dataclass
-class Position:
-    """Where a run stands: ``epoch`` (0-based, in progress), ``batch`` (batches of it done),
-    ``step`` (optimiser steps done), and the epoch's running loss sum and sample count."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    samples: int = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class StopRequest:
     """Turns SIGINT/SIGTERM into a request to stop at the next optimiser step (a second
     SIGINT interrupts at once). Only installs handlers in the main thread."""
@@ -119,37 +106,10 @@ class StopRequest:
         self.requested = True
 
 
-@dataclass
-class EpochTools:
-    """What an epoch needs besides the data: the wrapped loss, optimiser and friends.
-
-    Attributes:
-        loss_module: the :class:`LossModule`, possibly wrapped in DDP.
-        optimizer, scheduler, scaler: optimisation state.
-        precision: autocast settings.
-        grad_accum: batches per optimiser step.
-        grad_clip: max gradient norm, or None.
-        ctx: the distributed context.
-        batch_size: samples per batch (weights each group's share of the loss).
-        last_lrs: learning rate of each parameter group in the last optimiser step.
-    """
-
-    loss_module: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    precision: Precision
-    grad_accum: int
-    grad_clip: float | None
-    ctx: DistContext
-    batch_size: int
-    last_lrs: dict[str, float] = field(default_factory=dict)
-
-
 def train_epoch(
     batches: Iterable[list[dict[str, Any]]],
     num_batches: int,
-    tools: EpochTools,
+    session: Session,
     position: Position,
     *,
     stop: StopRequest | None = None,
@@ -161,7 +121,7 @@ def train_epoch(
     Args:
         batches: this rank's batches from ``position.batch`` on (lists of samples).
         num_batches: batches in the whole epoch on each rank.
-        tools: model, optimiser, precision and distributed settings.
+        session: model, optimiser, precision, step settings and distributed context.
         position: updated in place after every batch and optimiser step.
         stop: checked (across ranks) after each optimiser step.
         on_step: called after each optimiser step (periodic checkpoints).
@@ -170,20 +130,21 @@ def train_epoch(
     Returns:
         True if the epoch ran to the end, False if it stopped on request at a step boundary.
     """
-    module = tools.loss_module
+    module = session.loss_module
     module.train()
     for samples in batches:
         index = position.batch
-        group_end = min(num_batches, (index // tools.grad_accum + 1) * tools.grad_accum)
+        group_end = min(num_batches, (index // session.grad_accum + 1) * session.grad_accum)
         last_of_step = index + 1 == group_end
         groups = stack_groups(samples)
         batch_loss = 0.0
         for g, group in enumerate(groups):
             sync = last_of_step and g == len(groups) - 1
-            weight = len(group["ids"]) / len(samples) / (group_end - _step_start(index, tools))
-            with _maybe_no_sync(module, sync), tools.precision.autocast():
-                loss = module(to_device(group, tools.ctx.device))
-            tools.scaler.scale(loss * weight).backward()
+            step_batches = group_end - _step_start(index, session.grad_accum)
+            weight = len(group["ids"]) / len(samples) / step_batches
+            with _maybe_no_sync(module, sync), session.precision.autocast():
+                loss = module(to_device(group, session.ctx.device))
+            session.scaler.scale(loss * weight).backward()
             batch_loss += float(loss.detach()) * len(group["ids"])
         position.batch += 1
         position.loss_sum += batch_loss
@@ -191,16 +152,16 @@ def train_epoch(
         if on_batch is not None:
             on_batch(position, batch_loss / len(samples))
         if last_of_step:
-            _optimizer_step(tools)
+            _optimizer_step(session)
             position.step += 1
             if on_step is not None:
                 on_step(position)
-            if stop is not None and any_rank(stop.requested, tools.ctx):
+            if stop is not None and any_rank(stop.requested, session.ctx):
                 return position.batch >= num_batches
     return True
 
 
-def time_steps(batches: Iterable[list[dict[str, Any]]], count: int, tools: EpochTools) -> float:
+def time_steps(batches: Iterable[list[dict[str, Any]]], count: int, session: Session) -> float:
     """Seconds for ``count`` batches of forward + backward, updating nothing.
 
     Used to time the uncached path (case files, pipeline, encoder, head) in a cached run:
@@ -209,20 +170,20 @@ def time_steps(batches: Iterable[list[dict[str, Any]]], count: int, tools: Epoch
     afterwards, and no optimiser step is taken, so the run continues exactly as if this had
     not happened.
     """
-    module, device = tools.loss_module, tools.ctx.device
+    module, device = session.loss_module, session.device
     buffers = {name: b.clone() for name, b in module.named_buffers()}
     module.train()
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for samples in itertools.islice(batches, count):
             for group in stack_groups(samples):
-                with _maybe_no_sync(module, False), tools.precision.autocast():
-                    loss = module(to_device(group, tools.ctx.device))
-                tools.scaler.scale(loss).backward()
+                with _maybe_no_sync(module, False), session.precision.autocast():
+                    loss = module(to_device(group, session.ctx.device))
+                session.scaler.scale(loss).backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    tools.optimizer.zero_grad(set_to_none=True)
+    session.optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, b in module.named_buffers():
             b.copy_(buffers[name])
@@ -235,21 +196,21 @@ def epoch_loss(position: Position, ctx: DistContext) -> float:
     return total / max(count, 1.0)
 
 
-def _step_start(index: int, tools: EpochTools) -> int:
-    return (index // tools.grad_accum) * tools.grad_accum
+def _step_start(index: int, grad_accum: int) -> int:
+    return (index // grad_accum) * grad_accum
 
 
-def _optimizer_step(tools: EpochTools) -> None:
-    scaler, optimizer = tools.scaler, tools.optimizer
-    if tools.grad_clip is not None:
+def _optimizer_step(session: Session) -> None:
+    scaler, optimizer = session.scaler, session.optimizer
+    if session.grad_clip is not None:
         scaler.unscale_(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, tools.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, session.grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    tools.last_lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-    tools.scheduler.step()
+    session.last_lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    session.scheduler.step()
 
 
 def _maybe_no_sync(module: nn.Module, sync: bool) -> contextlib.AbstractContextManager:

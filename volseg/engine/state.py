@@ -4,7 +4,7 @@ Checkpoints (:mod:`volseg.engine.checkpoint`) are written by rank 0 at the end o
 (``last.pt``), after every validation that improves the score (``best.pt``), every
 ``train.save_every`` optimiser steps and when a run is asked to stop (SIGINT/SIGTERM) at an
 optimiser-step boundary. Besides the model, optimiser, scheduler, scaler and RNG states they
-hold the :class:`~volseg.engine.loop.Position` (epoch, batches done, step, running loss), the
+hold the :class:`~volseg.engine.session.Position` (epoch, batches done, step, running loss), the
 best score so far, the measured cache timings, the preprocessing parameters and every rank's
 RNG state, so ``--resume`` continues bit-for-bit on the same hardware.
 """
@@ -12,9 +12,8 @@ RNG state, so ``--resume`` continues bit-for-bit on the same hardware.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,46 +22,17 @@ from torch import nn
 from volseg.config import Config
 from volseg.engine.checkpoint import make_checkpoint, rng_state, save_checkpoint, set_rng_state
 from volseg.engine.distributed import gather_objects
-from volseg.engine.loop import LossModule, Position
+from volseg.engine.loop import LossModule
 from volseg.engine.losses import class_weights, classification_loss, segmentation_loss
 from volseg.engine.optim import make_optimizer, make_scheduler
 from volseg.engine.plan import Plan
+from volseg.engine.session import Position, Session
 from volseg.errors import VolsegError
 from volseg.models import build_model
 from volseg.models.checkpoint import config_of, load_checkpoint
-from volseg.runtime import DistContext, Precision, resolve_precision
+from volseg.runtime import DistContext, resolve_precision
 
 CACHE_DTYPE = torch.float16
-
-
-@dataclass
-class Session:
-    """Everything that changes while a run trains.
-
-    Attributes:
-        model: the bare model (validation, checkpoints).
-        loss_module: :class:`LossModule` around it, wrapped in DDP with several ranks.
-        loss_fn: the loss (grading validation reuses it).
-        optimizer, scheduler, scaler: optimisation state.
-        precision: autocast settings.
-        cached: features come from the frozen-feature cache.
-        device: where the model lives.
-        best_score, best_epoch: best validation score so far and its epoch (0: none yet).
-        timings: measured epoch times (``recomputed_epoch_s``, ``cached_epoch_s``).
-    """
-
-    model: nn.Module
-    loss_module: nn.Module
-    loss_fn: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    precision: Precision
-    cached: bool
-    device: torch.device
-    best_score: float = float("-inf")
-    best_epoch: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -120,7 +90,7 @@ def build_session(
     precision = resolve_precision(cfg.train.amp, ctx.device)
     return Session(
         model, loss_module, loss_fn, optimizer, scheduler, precision.scaler(), precision,
-        cached, ctx.device,
+        cached, ctx, cfg.train.grad_accum, cfg.train.grad_clip,
     )  # fmt: skip
 
 
@@ -167,7 +137,7 @@ def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
     return partial
 
 
-def restore_session(session: Session, run_dir: Path, ctx: DistContext) -> Position:
+def restore_session(session: Session, run_dir: Path) -> Position:
     """Load ``run_dir/checkpoints/last.pt`` into ``session``; returns where to continue.
 
     Every rank gets its own RNG state back when the run had as many ranks; otherwise (another
@@ -186,6 +156,7 @@ def restore_session(session: Session, run_dir: Path, ctx: DistContext) -> Positi
     session.best_score, session.best_epoch = extra["best_score"], extra["best_epoch"]
     session.timings = dict(extra["timings"])
     states = extra.get("rng_ranks") or [checkpoint["rng"]]
+    ctx = session.ctx
     set_rng_state(states[ctx.rank] if len(states) == ctx.world_size else states[0])
     return Position(**extra["position"])
 
@@ -195,12 +166,12 @@ def save_state(
     plan: Plan,
     run_dir: Path,
     position: Position,
-    ctx: DistContext,
     *,
     name: str,
     metrics: dict | None = None,
 ) -> None:
     """Write ``run_dir/checkpoints/<name>`` (rank 0; every rank joins the RNG gather)."""
+    ctx = session.ctx
     states = gather_objects(rng_state(), ctx) if ctx.enabled else None
     if not ctx.is_main:
         return

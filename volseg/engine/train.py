@@ -12,25 +12,19 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from volseg.config import Config, save_config
 from volseg.data import save_splits
 from volseg.engine.distributed import any_rank, broadcast_object, cleanup_distributed
-from volseg.engine.loop import (
-    EpochTools,
-    Position,
-    StopRequest,
-    epoch_loss,
-    time_steps,
-    train_epoch,
-)
+from volseg.engine.loop import StopRequest, epoch_loss, time_steps, train_epoch
 from volseg.engine.plan import Plan, describe_plan, make_plan, new_run_dir
 from volseg.engine.records import RunRecords, console, epoch_progress
+from volseg.engine.session import Position, Session
 from volseg.engine.sources import RunData, build_run_data
 from volseg.engine.state import (
-    Session,
     build_session,
     remove_partial_checkpoints,
     restore_session,
@@ -41,6 +35,27 @@ from volseg.engine.validate import score_of, validate_grading, validate_segmenta
 from volseg.io.atomic import atomic_path
 from volseg.models import parameter_counts
 from volseg.runtime import DistContext, init_distributed
+
+
+@dataclass
+class _Run:
+    """What every step of a training run reads besides where it stands (:class:`Position`).
+
+    Attributes:
+        plan: what to train on.
+        session: the live state (model, optimiser, ...; its ``ctx`` the distributed context).
+        data: the run's loaders.
+        run_dir: the run folder.
+        records: the metrics files and plots.
+        bar: the epoch progress display while epochs run (None: no display).
+    """
+
+    plan: Plan
+    session: Session
+    data: RunData
+    run_dir: Path
+    records: RunRecords
+    bar: Any = None
 
 
 def run_training(
@@ -83,9 +98,9 @@ def run_training(
         plan = make_plan(config, world_size=ctx.world_size, check_labels=dry_run)
         session = build_session(plan, ctx, init_from=init_from, load_weights=not dry_run)
         if dry_run:
-            return _print_plan(plan, session, ctx)
+            return _print_plan(plan, session)
         run_dir = run_dir or _create_run_folder(plan, ctx, parameter_counts(session.model))
-        position = restore_session(session, run_dir, ctx) if resume is not None else Position()
+        position = restore_session(session, run_dir) if resume is not None else Position()
         if ctx.is_main:
             _say_start(plan, session, run_dir, position)
         cache_dir = _cache_dir(plan, run_dir) if session.cached else None
@@ -98,7 +113,16 @@ def run_training(
                 f"  feature cache: {fill.computed} volumes encoded in {fill.seconds:.1f} s, "
                 f"{fill.reused} reused ({cache_dir})"
             )
-        stopped = _train(plan, session, data, run_dir, position, ctx, progress=progress)
+        resuming = bool(position.epoch or position.batch)
+        records = RunRecords(
+            run_dir,
+            enabled=ctx.is_main,
+            resume_epoch=position.epoch if resuming else None,
+            resume_step=position.step if resuming else None,
+            score_key="dice_mean" if plan.task == "segmentation" else "auc",
+        )
+        run = _Run(plan, session, data, run_dir, records)
+        stopped = _train(run, position, progress=progress)
         if stopped and stop_raises:
             raise KeyboardInterrupt
         return run_dir
@@ -106,16 +130,16 @@ def run_training(
         cleanup_distributed(ctx)
 
 
-def _print_plan(plan: Plan, session: Session, ctx: DistContext) -> Path:
+def _print_plan(plan: Plan, session: Session) -> Path:
     run_dir = new_run_dir(plan.config)
-    if ctx.is_main:
+    if session.ctx.is_main:
         text = describe_plan(
             plan,
             run_dir=run_dir,
             counts=parameter_counts(session.model),
             cached=session.cached,
             precision=session.precision.name,
-            device=str(ctx.device),
+            device=str(session.device),
             feature_channels=session.model.encoder.out_channels,
             patch_size=session.model.encoder.patch_size,
         )
@@ -140,48 +164,29 @@ def _cache_dir(plan: Plan, run_dir: Path) -> Path:
     return Path(plan.config.train.cache_dir) if plan.config.train.cache_dir else run_dir / "cache"
 
 
-def _train(
-    plan: Plan,
-    session: Session,
-    data: RunData,
-    run_dir: Path,
-    position: Position,
-    ctx: DistContext,
-    *,
-    progress: bool,
-) -> bool:
+def _train(run: _Run, position: Position, *, progress: bool) -> bool:
     """Epochs from ``position`` to the end (or to a stop request at a step boundary).
 
     Returns:
         Whether a stop request ended the run before its last epoch.
     """
-    cfg, main = plan.config, ctx.is_main
-    resuming = bool(position.epoch or position.batch)
-    records = RunRecords(
-        run_dir,
-        enabled=main,
-        resume_epoch=position.epoch if resuming else None,
-        resume_step=position.step if resuming else None,
-        score_key="dice_mean" if plan.task == "segmentation" else "auc",
-    )
-    tools = EpochTools(
-        session.loss_module, session.optimizer, session.scheduler, session.scaler,
-        session.precision, cfg.train.grad_accum, cfg.train.grad_clip, ctx, cfg.train.batch_size,
-    )  # fmt: skip
+    plan, session, run_dir = run.plan, run.session, run.run_dir
+    cfg, ctx = plan.config, session.ctx
+    main = ctx.is_main
     stopped = False
     with StopRequest() as stop, epoch_progress(progress and main) as bar:
+        run.bar = bar
         while position.epoch < cfg.train.epochs:
             whole = position.batch == 0
             if session.cached and position.epoch == 1 and whole:
-                _time_recomputing(plan, session, data, tools)
-            done, seconds = _run_epoch(plan, session, data, tools, position, stop, bar, run_dir)
+                _time_recomputing(run)
+            done, seconds = _run_epoch(run, position, stop)
             if done:
-                _finish_epoch(plan, session, data, tools, position, records, run_dir,
-                              seconds=seconds, whole=whole, bar=bar)  # fmt: skip
+                _finish_epoch(run, position, seconds=seconds, whole=whole)
             more = position.epoch < cfg.train.epochs
             if not done or (more and any_rank(stop.requested, ctx)):
                 if not done:  # stopped inside the epoch (else last.pt of the epoch is saved)
-                    save_state(session, plan, run_dir, position, ctx, name="last.pt")
+                    save_state(session, plan, run_dir, position, name="last.pt")
                 if main:
                     console.print(
                         f"stopped at epoch {position.epoch + 1}, batch {position.batch}; "
@@ -189,7 +194,8 @@ def _train(
                     )
                 stopped = True
                 break
-    records.close()
+    run.bar = None
+    run.records.close()
     if main and position.epoch >= cfg.train.epochs:
         if session.timings.get("cached_epochs", 0) > 1:
             _say_speedup(session.timings)
@@ -198,19 +204,11 @@ def _train(
     return stopped
 
 
-def _run_epoch(
-    plan: Plan,
-    session: Session,
-    data: RunData,
-    tools: EpochTools,
-    position: Position,
-    stop: StopRequest,
-    bar: Any,
-    run_dir: Path,
-) -> tuple[bool, float]:
+def _run_epoch(run: _Run, position: Position, stop: StopRequest) -> tuple[bool, float]:
     """Train the rest of ``position.epoch``; returns (ran to its end, seconds)."""
+    plan, session, bar = run.plan, run.session, run.bar
     cfg, epoch = plan.config, position.epoch
-    batches = data.loader(epoch, skip_batches=position.batch, cached=True)
+    batches = run.data.loader(epoch, skip_batches=position.batch, cached=True)
     task = None
     if bar is not None:
         task = bar.add_task(
@@ -225,11 +223,11 @@ def _run_epoch(
     def on_step(pos: Position) -> None:
         every = cfg.train.save_every
         if every and pos.step % every == 0 and pos.batch < plan.batches_per_epoch:
-            save_state(session, plan, run_dir, pos, tools.ctx, name="last.pt")
+            save_state(session, plan, run.run_dir, pos, name="last.pt")
 
     start = time.perf_counter()
     done = train_epoch(
-        batches, plan.batches_per_epoch, tools, position,
+        batches, plan.batches_per_epoch, session, position,
         stop=stop, on_step=on_step, on_batch=on_batch,
     )  # fmt: skip
     if bar is not None:
@@ -237,33 +235,30 @@ def _run_epoch(
     return done, time.perf_counter() - start
 
 
-def _time_recomputing(plan: Plan, session: Session, data: RunData, tools: EpochTools) -> None:
+def _time_recomputing(run: _Run) -> None:
     """Time the uncached path on the first batches of epoch 2 (see :func:`time_steps`);
     epoch 2, not 1, so that both paths run warm (file cache, kernels chosen per shape)."""
+    plan, session = run.plan, run.session
     count = min(plan.config.train.cache_timing_batches, plan.batches_per_epoch)
     if count < 1:
         return
-    seconds = time_steps(data.loader(1, cached=False), count, tools)
+    seconds = time_steps(run.data.loader(1, cached=False), count, session)
     session.timings["recomputed_epoch_s"] = seconds / count * plan.batches_per_epoch
     session.timings["recomputed_batches"] = count
 
 
-def _finish_epoch(
-    plan: Plan,
-    session: Session,
-    data: RunData,
-    tools: EpochTools,
-    position: Position,
-    records: RunRecords,
-    run_dir: Path,
-    *,
-    seconds: float,
-    whole: bool,
-    bar: Any = None,
-) -> None:
-    """Timings, validation when due, best.pt, the metrics row, last.pt, the log line."""
-    cfg, ctx, epoch = plan.config, tools.ctx, position.epoch
-    row = _epoch_row(tools, position, seconds, ctx)
+def _finish_epoch(run: _Run, position: Position, *, seconds: float, whole: bool) -> None:
+    """Timings, validation when due, best.pt, the metrics row, last.pt, the log line.
+
+    Args:
+        run: the run.
+        position: the epoch just trained; moved on to the next one.
+        seconds: how long the epoch's training took.
+        whole: the epoch ran from its first batch (not resumed midway).
+    """
+    plan, session = run.plan, run.session
+    cfg, ctx, epoch = plan.config, session.ctx, position.epoch
+    row = _epoch_row(session, position, seconds)
     timings = session.timings
     if session.cached and whole and epoch > 0:  # epoch 1 warms up; partial epochs do not count
         timings["cached_epochs"] = timings.get("cached_epochs", 0) + 1
@@ -271,23 +266,23 @@ def _finish_epoch(
         if ctx.is_main and timings["cached_epochs"] == 1:
             _say_speedup(timings)
     if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
-        row.update(_validate(plan, session, data, ctx, bar))
-        _update_best(session, plan, run_dir, row, position, ctx)
+        row.update(_validate(run))
+        _update_best(run, row, position)
     position.epoch, position.batch = epoch + 1, 0
     position.loss_sum, position.samples = 0.0, 0
-    records.log(row)
-    save_state(session, plan, run_dir, position, ctx, name="last.pt", metrics=row)
+    run.records.log(row)
+    save_state(session, plan, run.run_dir, position, name="last.pt", metrics=row)
     if ctx.is_main:
         console.print(_epoch_line(row, cfg.train.epochs, session))
 
 
-def _epoch_row(tools: EpochTools, position: Position, seconds: float, ctx: DistContext) -> dict:
-    groups = tools.last_lrs
+def _epoch_row(session: Session, position: Position, seconds: float) -> dict:
+    groups = session.last_lrs
     row = {
         "epoch": position.epoch + 1,
         "step": position.step,
         "lr": groups.get("head", groups.get("head_no_decay", math.nan)),
-        "train_loss": epoch_loss(position, ctx),
+        "train_loss": epoch_loss(position, session.ctx),
         "epoch_seconds": round(seconds, 3),
     }
     if "encoder" in groups or "encoder_no_decay" in groups:
@@ -295,12 +290,11 @@ def _epoch_row(tools: EpochTools, position: Position, seconds: float, ctx: DistC
     return row
 
 
-def _validate(
-    plan: Plan, session: Session, data: RunData, ctx: DistContext, bar: Any = None
-) -> dict:
-    cfg = plan.config
+def _validate(run: _Run) -> dict:
+    plan, session, bar = run.plan, run.session, run.bar
+    cfg, ctx = plan.config, session.ctx
     start = time.perf_counter()
-    samples = data.val_loader()
+    samples = run.data.val_loader()
     if plan.task == "segmentation":
         metrics = validate_segmentation(
             session.model, samples, class_names=plan.class_names, slab=cfg.data.slab,
@@ -316,14 +310,13 @@ def _validate(
     return metrics
 
 
-def _update_best(
-    session: Session, plan: Plan, run_dir: Path, row: dict, position: Position, ctx: DistContext
-) -> None:
-    score = score_of(row, plan.task)
+def _update_best(run: _Run, row: dict, position: Position) -> None:
+    session = run.session
+    score = score_of(row, run.plan.task)
     if not math.isnan(score) and (session.best_epoch == 0 or score > session.best_score):
         session.best_score, session.best_epoch = score, int(row["epoch"])
         done = Position(epoch=position.epoch + 1, step=position.step)
-        save_state(session, plan, run_dir, done, ctx, name="best.pt", metrics=row)
+        save_state(session, run.plan, run.run_dir, done, name="best.pt", metrics=row)
 
 
 def _say_start(plan: Plan, session: Session, run_dir: Path, position: Position) -> None:
