@@ -33,8 +33,8 @@ from volseg.data.manifest_fields import (
     read_json,
 )
 from volseg.errors import VolsegError
-from volseg.io.paths import input_path
 from volseg.io.names import DICOM_SLICE, split_extension
+from volseg.io.paths import input_path
 
 ACCEPTED = (
     "a volseg manifest JSON, an MSD or nnU-Net v2 dataset.json (or its folder), "

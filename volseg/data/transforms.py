@@ -44,6 +44,9 @@ changes, bias field, ghosting, noise and affine resampling alter what the encode
 seen, so the cached features would be stale. ``build_transforms(..., for_cached_features=True)``
 keeps only :data:`FEATURE_SAFE_TRANSFORMS` after step 4, applied also to ``extra_keys``.
 
+volseg's own transforms (:class:`RandSlabd` and the others) live in
+:mod:`volseg.data.map_transforms`.
+
 **Determinism.** Call ``pipeline.set_random_state(seed)`` (or pass ``seed``); MONAI's
 ``DataLoader`` seeds each worker's copy. ``monai.utils.set_determinism`` alone does not reach
 MONAI's per-transform random states. The TorchIO step draws its torch seed from its own state.
@@ -51,18 +54,16 @@ MONAI's per-transform random states. The TorchIO step draws its torch seed from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
 from monai.transforms import (
     AsDiscreted,
     Compose,
     CropForegroundd,
     EnsureTyped,
-    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandAdjustContrastd,
@@ -70,207 +71,28 @@ from monai.transforms import (
     RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
-    Randomizable,
-    RandomizableTransform,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
     ScaleIntensityRanged,
     Spacingd,
-    SpatialCrop,
     SpatialPadd,
 )
 
 from volseg.config.schema import DataConfig
 from volseg.data.loading import LoadVolumed
+from volseg.data.map_transforms import (
+    RandSlabd,
+    SquareRandRotate90d,
+    TorchioAugmentd,
+    ZeroAbsentModalitiesd,
+    ZScoreToUnitd,
+)
 
 SLICE_AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 SPATIAL_KEYS = ("image", "label", "mask")
 INTERPOLATION = ("bilinear", "nearest", "nearest")  # per SPATIAL_KEYS entry
-MRI_SDS = 4.0  # z-scores in [-MRI_SDS, MRI_SDS] map onto [0, 1]
 FOREGROUND_MARGIN = 3  # voxels kept around the foreground box
-
-
-class RandSlabd(Randomizable, MapTransform):
-    """Crop ``slab`` consecutive whole slices along ``axis``, the same ones from every key.
-
-    Args:
-        keys: channel-first volumes with the same size along ``axis`` (in-plane sizes may
-            differ, e.g. a cached feature grid); each must have at least ``slab`` slices.
-        slab: slices kept.
-        axis: spatial axis (0, 1, 2) the slices are stacked along.
-        guide_key: label map whose foreground guides the sampling; absent or empty: uniform.
-        pos_fraction: chance of a foreground slab when the guide has foreground.
-        allow_missing_keys: skip keys absent from the dict.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        slab: int,
-        axis: int,
-        guide_key: str | None = None,
-        pos_fraction: float = 0.5,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.slab, self.axis = slab, axis
-        self.guide_key, self.pos_fraction = guide_key, pos_fraction
-        self._start = 0
-
-    def randomize(self, data: Mapping[Hashable, Any]) -> None:
-        size = int(data[self.first_key(data)].shape[1 + self.axis])
-        last = size - self.slab  # largest valid start
-        if last < 0:
-            raise ValueError(f"{size} slices are fewer than the slab of {self.slab}; pad first")
-        counts = self._class_counts(data)
-        if counts is not None and self.R.rand() < self.pos_fraction:
-            present = np.flatnonzero(counts.sum(axis=0))
-            weights = counts[:, self.R.choice(present)].astype(np.float64)
-            index = int(self.R.choice(size, p=weights / weights.sum()))
-            low, high = max(0, index - self.slab + 1), min(index, last)
-            self._start = int(self.R.randint(low, high + 1))
-        else:
-            self._start = int(self.R.randint(0, last + 1))
-
-    def _class_counts(self, data: Mapping[Hashable, Any]) -> np.ndarray | None:
-        """``(slices, classes)`` foreground voxel counts of the guide, None without foreground."""
-        if self.guide_key is None or self.guide_key not in data:
-            return None
-        label = np.asarray(data[self.guide_key][0], dtype=np.int64)
-        if not label.any():
-            return None
-        n = int(label.max()) + 1
-        index = np.moveaxis(label, self.axis, 0).reshape(label.shape[self.axis], -1)
-        index = index + n * np.arange(index.shape[0])[:, None]
-        counts = np.bincount(index.ravel(), minlength=n * label.shape[self.axis])
-        counts = counts.reshape(-1, n)
-        counts[:, 0] = 0
-        return counts
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize(d)
-        for key in self.key_iterator(d):
-            shape = d[key].shape[1:]
-            if shape[self.axis] < self.start_stop[1]:
-                raise ValueError(f"'{key}' has {shape[self.axis]} slices, fewer than the slab")
-            roi = [slice(0, s) for s in shape]
-            roi[self.axis] = slice(*self.start_stop)
-            d[key] = SpatialCrop(roi_slices=roi)(d[key])
-        return d
-
-    @property
-    def start_stop(self) -> tuple[int, int]:
-        """First and one-past-last slice of the last drawn slab."""
-        return self._start, self._start + self.slab
-
-
-class SquareRandRotate90d(RandRotate90d):
-    """``RandRotate90d`` that turns only slices that are square in ``spatial_axes``.
-
-    Used with cached features: a quarter turn of a non-square slice would change the cached
-    feature grid's shape and its padding side.
-    """
-
-    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> Any:
-        shape = data[self.first_key(data)].shape[1:]
-        self._square = shape[self.spatial_axes[0]] == shape[self.spatial_axes[1]]
-        return super().__call__(data, lazy)
-
-    def randomize(self, data: Any | None = None) -> None:
-        super().randomize(data)
-        self._do_transform = self._do_transform and getattr(self, "_square", True)
-
-
-class ZScoreToUnitd(MapTransform):
-    """Map z-scores onto [0, 1]: ``clip(0.5 + z / (2 * sds), 0, 1)``; zeros stay 0 (background).
-
-    Args:
-        keys: z-scored images (``NormalizeIntensityd(nonzero=True)`` output).
-        sds: z-scores in ``[-sds, sds]`` span [0, 1].
-        allow_missing_keys: skip keys absent from the dict.
-    """
-
-    def __init__(
-        self, keys: KeysCollection, sds: float = MRI_SDS, allow_missing_keys: bool = False
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.sds = sds
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            z = d[key]
-            d[key] = torch.where(z != 0, (0.5 + z / (2 * self.sds)).clamp(0, 1), z)
-        return d
-
-
-class ZeroAbsentModalitiesd(MapTransform):
-    """Set the channels of absent modalities (``presence`` 0) back to exactly 0.
-
-    Args:
-        keys: channel-first images with one channel per modality.
-        presence_key: float ``(C,)`` presence vector (1 present, 0 missing).
-    """
-
-    def __init__(self, keys: KeysCollection, presence_key: str = "presence") -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.presence_key = presence_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if self.presence_key not in d:
-            return d
-        for key in self.key_iterator(d):
-            presence = torch.as_tensor(d[self.presence_key], dtype=d[key].dtype)
-            d[key] = d[key] * presence.reshape(-1, *([1] * (d[key].ndim - 1)))
-        return d
-
-
-class TorchioAugmentd(RandomizableTransform, MapTransform):
-    """Apply a TorchIO transform to each channel of ``keys`` with probability ``prob``.
-
-    TorchIO draws its parameters from torch's global generator; here it runs under a torch seed
-    drawn from this transform's own random state, so ``set_random_state`` makes it repeatable.
-
-    Args:
-        keys: channel-first images.
-        transform: a TorchIO transform (probability 1) taking and returning ``(1, X, Y, Z)``.
-        prob: chance of applying it to a sample (each channel then gets its own draw).
-        allow_missing_keys: skip keys absent from the dict.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        transform: Callable[[torch.Tensor], torch.Tensor],
-        prob: float = 0.1,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.transform = transform
-        self._seed = 0
-
-    def randomize(self, data: Any | None = None) -> None:
-        super().randomize(None)
-        self._seed = int(self.R.randint(2**31 - 1))
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize()
-        if not self._do_transform:
-            return d
-        for key in self.key_iterator(d):
-            image = d[key]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                out = [self.transform(c[None].as_subclass(torch.Tensor).float()) for c in image]
-            result = image.clone()
-            result.as_tensor().copy_(torch.cat([torch.as_tensor(o) for o in out]))
-            d[key] = result
-        return d
 
 
 # Transform types kept after preprocessing when encoder features are cached.
@@ -311,7 +133,8 @@ def build_transforms(
         task: ``segmentation`` (guides slabs by ``label``) or ``classification`` (by ``mask``).
         modalities: modality names; the image must load with one channel per modality.
         train: add slab sampling and augmentation; False keeps the whole volume (validation,
-            inference) and the pipeline is invertible with :func:`~volseg.data.invert.invert_prediction`.
+            inference) and the pipeline is invertible with
+            :func:`~volseg.data.invert.invert_prediction`.
         slice_axis: ``axial``, ``coronal`` or ``sagittal``; slabs and quarter turns follow it.
         for_cached_features: after preprocessing keep only :data:`FEATURE_SAFE_TRANSFORMS`.
         extra_keys: keys already in the dict on the preprocessed grid's slice axis (e.g. cached
