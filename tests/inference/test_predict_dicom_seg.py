@@ -70,3 +70,77 @@ def test_predict_refuses_dicom_seg_for_image_file_input(tmp_path):
     with pytest.raises(VolsegError, match=r"ct.nii.gz is a NIfTI file"):
         predict_cohort(checkpoint, tmp_path / "in", tmp_path / "out", output_format="dicom-seg")
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_writes_exactly_the_seg_file_output_names(tmp_path):
+    """`-o seg.dcm` for one DICOM series writes that file (a DICOM-SEG, --format implied), as
+    `-o seg.nii.gz` writes a NIfTI file: no folder, no tables."""
+    checkpoint = write_segmentation_checkpoint(tmp_path / "run" / "best.pt")
+    geometry = Geometry((20, 17, 6), OBLIQUE.spacing, OBLIQUE.origin, OBLIQUE.direction)
+    series = tmp_path / "ct"
+    write_ct_series(series, body_ct(geometry, seed=3))
+    out = tmp_path / "out"
+    result = predict_cohort(checkpoint, series, out / "seg.dcm", save_probs=True, progress=False)
+    assert result.exit_code == 0 and result.output == out / "seg.dcm"
+    predict_cohort(checkpoint, series, out / "seg.nii.gz", progress=False)
+    assert sorted(os.listdir(out)) == ["seg.dcm", "seg.nii.gz", "seg_probs.nii.gz"]
+    check_seg(out / "seg.dcm", series, read_image(out / "seg.nii.gz").array, LABELS)
+    again = predict_cohort(  # --format dicom-seg said too; a slice file as input
+        checkpoint, sorted(series.iterdir())[0], out / "SEG2.DCM", output_format="dicom-seg",
+        progress=False,
+    )  # fmt: skip
+    assert again.exit_code == 0
+    assert (out / "SEG2.DCM").read_bytes()[128:132] == b"DICM"
+    assert sorted(os.listdir(out)) == ["SEG2.DCM", "seg.dcm", "seg.nii.gz", "seg_probs.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("source", "output", "fmt", "message"),
+    [
+        (
+            "ct.nii.gz",
+            "out/seg.dcm",
+            "nii.gz",
+            "--output {out}/seg.dcm is a DICOM-SEG, which needs a DICOM series as --input; "
+            "{tmp}/ct.nii.gz is an image file (name the output seg.nii.gz)",
+        ),
+        (
+            "series",
+            "out/seg.nii.gz",
+            "dicom-seg",
+            "--output {out}/seg.nii.gz: --format dicom-seg writes a DICOM file; name it seg.dcm, "
+            "or pass an output folder",
+        ),
+        (
+            "series",
+            "series/seg.dcm",
+            "nii.gz",
+            "--output {tmp}/series/seg.dcm would become a slice of the series it segments "
+            "({tmp}/series); write it outside that folder",
+        ),
+    ],
+)
+def test_a_seg_file_output_that_cannot_be_written_is_refused_before_torch(
+    tmp_path, source, output, fmt, message
+):
+    """One line from the command a user types, before the model loads (no torch import), and
+    nothing written."""
+    checkpoint = write_segmentation_checkpoint(tmp_path / "run" / "best.pt")
+    geometry = Geometry((8, 7, 3), OBLIQUE.spacing, OBLIQUE.origin, OBLIQUE.direction)
+    write_image(body_ct(geometry), tmp_path / "ct.nii.gz")
+    write_ct_series(tmp_path / "series", body_ct(geometry))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = (
+        "import sys\nfrom volseg.cli.main import main\n"
+        f"status = main(['predict', '--model', {str(checkpoint)!r}, '-i', "
+        f"{str(tmp_path / source)!r}, '-o', {str(tmp_path / output)!r}, '--format', {fmt!r}])\n"
+        "print(status, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "2 False\n", done.stderr
+    expected = message.format(out=tmp_path / "out", tmp=tmp_path)
+    assert done.stderr == f"error: {expected}\n"
+    with pytest.raises(VolsegError) as error:
+        predict_cohort(checkpoint, tmp_path / source, tmp_path / output, output_format=fmt)
+    assert str(error.value) == expected
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

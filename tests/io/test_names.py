@@ -14,7 +14,7 @@ import pytest
 
 from volseg.data import load_manifest
 from volseg.inference import discover_cases
-from volseg.inference.cases import output_paths
+from volseg.inference.outputs import output_paths
 from volseg.io.names import CaseName, case_name, split_extension
 from volseg.metrics.evaluate import _image_files
 

@@ -29,7 +29,8 @@ or a manifest (modalities matched by name).
 
 OUTPUT is a folder, or for one input volume the label map itself: -o seg.nii.gz (any image
 extension; it sets the format) writes that file and nothing else (seg_probs.nii.gz with
---save-probs). Outputs in an OUTPUT folder (every file written atomically: temp file + rename):
+--save-probs); for one DICOM series -o seg.dcm writes a DICOM-SEG (--format dicom-seg implied).
+Outputs in an OUTPUT folder (every file written atomically: temp file + rename):
   <case_id>.nii.gz         label map (uint8, uint16 above 255) with exactly the input's
                            geometry, so it opens aligned over the input in ITK-SNAP/Slicer
   <case_id>.dcm            with --format dicom-seg (DICOM series input): a DICOM-SEG in the
@@ -60,6 +61,7 @@ examples:
   volseg predict --model runs/organs/checkpoints/best.pt --input scans/ --output pred/ --tta
   volseg predict --model runs/organs --input dicom_series/ --output pred/ --format nrrd
   volseg predict --model runs/organs --input dicom_series/ --output pred/ --format dicom-seg
+  volseg predict --model runs/organs --input dicom_series/ --output seg.dcm
   volseg predict --model runs/organs --input big_ct.nii.gz --output pred/ --stitch-device cpu
   volseg predict --model runs/glioma --input data/glioma/manifest.json --output grades/
   volseg predict --model runs/organs --input scans/ --output pred/ --skip-existing --save-probs"""
@@ -98,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         metavar="DIR|FILE",
         help="output folder (created); for one input volume also a label-map file such as "
-        "seg.nii.gz (its extension sets the format)",
+        "seg.nii.gz (its extension sets the format), or seg.dcm for a DICOM series (DICOM-SEG)",
     )
     io.add_argument(
         "--format",
@@ -235,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         top_slices=args.top_slices,
         roi_subset=args.roi_subset,
     )
-    check_request(args.model, args.input, args.output)
+    check_request(args.model, args.input, args.output, args.format)
     if args.format == "dicom-seg":  # an image file as input fails here, before torch loads
         from volseg.io.dicom_seg import require_dicom_series
 

@@ -1,4 +1,4 @@
-"""The cases of a cohort: what ``--input`` names, and the output files each case will write.
+"""The cases of a cohort: what ``--input`` names, one :class:`CaseSpec` per case.
 
 Inputs (:func:`discover_cases`):
 
@@ -13,28 +13,26 @@ Inputs (:func:`discover_cases`):
 - a **manifest** (volseg JSON, MSD/nnU-Net ``dataset.json`` or its folder, classification
   CSV): all its cases, labelled and test, with their modalities and masks by name.
 
-Outputs: ``--output`` is a folder, or, for an input of one volume, the label-map file itself
-when it ends in an image extension (``seg.nii.gz``, ``seg.nrrd``; :func:`output_file`).
-:func:`check_request` checks models, input and output this way before torch is imported.
+Outputs (:mod:`volseg.inference.outputs`): ``--output`` is a folder, or, for an input of one
+volume, the label-map file itself. :func:`check_request` checks models, input and output
+before torch is imported.
 
 Case ids are file names without extension (DICOM: the folder name), read by
 :func:`volseg.io.names.case_name` as manifests and evaluation read them, or the manifest's ids.
-They become output file names only through :func:`volseg.io.case_file_name`
-(:func:`output_paths`), and :func:`check_outputs` refuses a cohort whose outputs would land
-on a file it reads, before anything is written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from volseg.errors import VolsegError
-from volseg.io import case_file_name, input_path, refuse_overwrite
+from volseg.inference.outputs import check_output_file, output_file
+from volseg.io import input_path
 from volseg.io.names import DICOM_SLICE, CaseName, case_name, split_extension
 
 if TYPE_CHECKING:  # not imported at run time: checking a request must not load torch
@@ -43,7 +41,6 @@ if TYPE_CHECKING:  # not imported at run time: checking a request must not load 
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha", "same", "dicom-seg")
 MANIFEST_NAMES = ("dataset.json", "manifest.json")
 
 
@@ -123,17 +120,24 @@ def check_input(path: str | Path) -> Path:
     return path
 
 
-def check_request(models: Sequence[object], inputs: str | Path, output: str | Path) -> None:
+def check_request(
+    models: Sequence[object],
+    inputs: str | Path,
+    output: str | Path,
+    output_format: str = "nii.gz",
+) -> None:
     """What can be checked before torch loads: models, input and output paths.
 
     Args:
         models: what ``--model`` names (paths are checked; loaded models pass).
         inputs: what ``--input`` names.
         output: what ``--output`` names.
+        output_format: what ``--format`` names.
 
     Raises:
-        VolsegError: a model path that is no checkpoint or run folder, a missing input, or a
-            label-map file as output for an input of several cases.
+        VolsegError: a model path that is no checkpoint or run folder, a missing input, a
+            label-map file as output for an input of several cases, or one that cannot be
+            written for this input (:func:`~volseg.inference.outputs.check_output_file`).
     """
     from volseg.io.paths import resolve_checkpoint
 
@@ -146,91 +150,8 @@ def check_request(models: Sequence[object], inputs: str | Path, output: str | Pa
             f"--output {output} names one label-map file, but --input {path} is a folder of "
             "cases or a manifest; pass an output folder"
         )
-
-
-def output_file(output: Path) -> bool:
-    """Whether ``--output`` names a label-map file: an image extension and not a folder."""
-    return bool(split_extension(output.name)[1]) and not output.is_dir()
-
-
-def output_suffix(spec: CaseSpec, output_format: str) -> str:
-    """Extension of a case's label map: ``.<format>``, the input's for ``same``, ``.dcm`` for
-    ``dicom-seg``."""
-    if output_format == "same":
-        return spec.suffix or ".nii.gz"
-    if output_format == "dicom-seg":
-        return ".dcm"
-    return f".{output_format}"
-
-
-def output_paths(spec: CaseSpec, output: Path, output_format: str) -> tuple[Path, Path]:
-    """The label map and probabilities files of a case in ``output``.
-
-    With ``dicom-seg`` the probabilities go to ``<case>_probs.nii.gz`` (a binary SEG holds no
-    class probabilities).
-
-    When ``output`` is a label-map file (:func:`output_file`) it is the label map, in the
-    format its extension names, and the probabilities go next to it as ``<name>_probs<ext>``.
-
-    Raises:
-        VolsegError: a case id that would name a file outside ``output``.
-    """
-    if output_file(output):
-        stem, suffix = split_extension(output.name)
-        return output, output.with_name(f"{stem}_probs{suffix}")
-    suffix = output_suffix(spec, output_format)
-    name = case_file_name(spec.id, suffix, source=spec.origin)
-    probs_suffix = ".nii.gz" if output_format == "dicom-seg" else suffix
-    probs = case_file_name(spec.id, f"_probs{probs_suffix}", source=spec.origin)
-    return output / name, output / probs
-
-
-def check_outputs(
-    cases: Sequence[CaseSpec],
-    output: Path,
-    output_format: str,
-    *,
-    label_maps: bool,
-    probabilities: bool,
-    tables: Iterable[str],
-) -> None:
-    """Refuse, before anything is written, a cohort whose outputs could harm a file.
-
-    Every case id must make a plain file name (:func:`volseg.io.case_file_name`), no two
-    outputs may share a name, and no output may replace a file the cohort reads or its
-    manifest references (images, labels, masks, the manifest itself). ``dicom-seg`` needs
-    every case's input to be a DICOM series, and highdicom.
-
-    Args:
-        cases: the cohort.
-        output: the output folder.
-        output_format: as for :func:`output_paths`.
-        label_maps: the cohort writes a label map per case (segmentation).
-        probabilities: ... and a probabilities file per case.
-        tables: names of the tables written into ``output``.
-
-    Raises:
-        VolsegError: naming the case id or the file.
-    """
-    if output_format == "dicom-seg" and label_maps:
-        from volseg.io.dicom_seg import require_dicom_series, require_highdicom
-
-        for spec in cases:
-            require_dicom_series(spec.input)
-        require_highdicom()
-    planned: dict[Path, str] = {}
-    for spec in cases:
-        labels, probs = output_paths(spec, output, output_format)
-        for path in [labels] * label_maps + [probs] * probabilities:
-            if path in planned:
-                raise VolsegError(
-                    f"{path}: cases {planned[path]!r} and {spec.id!r} would both write this "
-                    "file; rename one of them"
-                )
-            planned[path] = spec.id
-    outputs = [*planned, *(output / name for name in tables)]
-    protected = {path: what for spec in cases for path, what in spec.files}
-    refuse_overwrite(outputs, protected, "choose another --output folder")
+    if output_file(Path(output)):
+        check_output_file(Path(output), path, output_format)
 
 
 # --- finding cases ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The cases come from :func:`~volseg.inference.cases.discover_cases` (a file, a DICOM folder, a
 folder of cases or a manifest). Before anything is written, every output name is checked
-(:func:`~volseg.inference.cases.check_outputs`: no case id may leave the output folder, no
+(:func:`~volseg.inference.outputs.check_outputs`: no case id may leave the output folder, no
 output may replace a file the input references) and the output folder is checked to accept
 files.
 
@@ -41,17 +41,16 @@ import torch
 from torch import nn
 
 from volseg.errors import VolsegError
-from volseg.inference.cases import (
+from volseg.inference.cases import CaseSpec, check_request, discover_cases
+from volseg.inference.ensemble import Ensemble
+from volseg.inference.memory import peak_memory
+from volseg.inference.outputs import (
     OUTPUT_FORMATS,
-    CaseSpec,
     check_outputs,
-    check_request,
-    discover_cases,
+    file_format,
     output_file,
     output_paths,
 )
-from volseg.inference.ensemble import Ensemble
-from volseg.inference.memory import peak_memory
 from volseg.inference.predict import (
     GradeResult,
     InferenceOptions,
@@ -130,7 +129,8 @@ def predict_cohort(
         inputs: file, DICOM folder, folder of cases, or manifest.
         output: output folder (created), or for one volume the label-map file (an image
             extension: ``seg.nii.gz``; the extension decides its format, probabilities go
-            to ``seg_probs.nii.gz``, no tables are written).
+            to ``seg_probs.nii.gz``, no tables are written); for a DICOM series also
+            ``seg.dcm``, a DICOM-SEG (``output_format`` ``dicom-seg`` implied).
         options: window, TTA, device settings; None fields from the checkpoint config.
         save_probs: also write the class probabilities (segmentation).
         output_format: one of :data:`OUTPUT_FORMATS`; ``same`` keeps the input's extension
@@ -152,13 +152,11 @@ def predict_cohort(
     if output_format not in OUTPUT_FORMATS:
         raise VolsegError(f"output format {output_format!r} is not one of {OUTPUT_FORMATS}")
     output = Path(output)
-    check_request(model if isinstance(model, list | tuple) else [model], inputs, output)
+    models = model if isinstance(model, list | tuple) else [model]
+    check_request(models, inputs, output, output_format)
     single = output_file(output)
-    if single and output_format == "dicom-seg":
-        raise VolsegError(
-            f"--output {output}: --format dicom-seg writes <case>.dcm into a folder; pass an "
-            "output folder"
-        )
+    if single:  # seg.dcm is a DICOM-SEG; an image extension sets the format itself
+        output_format = file_format(output, output_format)
     ctx = init_distributed()
     rank, world, barrier = ctx.rank, ctx.world_size, patient_barrier(ctx)
     options = options or InferenceOptions()
