@@ -1,0 +1,2 @@
+"""Scripts run from a checkout (``python tools/<name>.py``); :mod:`tools.convert` holds the
+dataset converters that ``convert_dataset.py`` runs."""

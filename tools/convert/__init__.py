@@ -1,0 +1,1 @@
+"""The dataset converters behind ``tools/convert_dataset.py``, one module per dataset family."""
