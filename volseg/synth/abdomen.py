@@ -1,16 +1,16 @@
 """Held-out CT abdomen phantoms: spleen, liver and kidneys built from swept metaballs.
 
-Independent of :mod:`volseg.synth.organs`, for benchmarks that recipes were not tuned on. Anatomy
-lives in a *patient frame*: the canonical LPS grid of :mod:`volseg.synth.shapes` (about
+Independent of :mod:`volseg.synth.organs`, for benchmarks that recipes were not tuned on.
+Anatomy lives in a *patient frame*: the canonical LPS grid of :mod:`volseg.synth.shapes` (about
 ``[-1, 1]``) shifted and turned in-plane at random, so position is a weaker cue. A wide, flat
-body with an uneven fat layer (thick in front, thin under the back); organs are sums of
-Gaussian metaballs swept along curved centrelines (a negative ball carves the renal hilum):
-liver right and anterior with a left lobe across the midline, spleen a crescent along the left
-posterolateral wall, kidneys low and posterior. Unlabelled distractors: ribs as bony arcs,
-spine, psoas and back muscles, contrast-filled aorta, IVC and liver veins (110-250 HU), stomach,
-colon and bowel loops with fluid or stool and gas (-1000 HU). Organ HU are drawn per case from
-strongly overlapping distributions (liver 60, spleen 65, kidney 70 HU, sd 15-20); about half
-the cases show a brighter renal cortex.
+body with an uneven fat layer (thick in front, thin under the back); organs are sums of Gaussian
+metaballs swept along curved centrelines (:mod:`volseg.synth.metaballs`; a negative ball carves
+the renal hilum): liver right and anterior with a left lobe across the midline, spleen a
+crescent along the left posterolateral wall, kidneys low and posterior. Unlabelled distractors:
+ribs as bony arcs, spine, psoas and back muscles, contrast-filled aorta, IVC and liver veins
+(110-250 HU), stomach, colon and bowel loops with fluid or stool and gas (-1000 HU). Organ HU
+are drawn per case from strongly overlapping distributions (liver 60, spleen 65, kidney 70 HU,
+sd 15-20); about half the cases show a brighter renal cortex.
 
 Label map (:data:`ABDOMEN_LABELS`): 0 background, 1 spleen, 2 liver, 3 kidney (both sides).
 """
@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from volseg.io import Image
+from volseg.synth.metaballs import SURFACE, PatientFrame, sweep
 from volseg.synth.shapes import (
     Grid,
     SynthCase,
@@ -39,8 +40,6 @@ _SPLEEN, _LIVER, _KIDNEY = 1, 2, 3
 
 # Per-case organ HU: mean and spread of the per-case mean (they overlap on purpose).
 _ORGAN_HU = {"spleen": (65.0, 15.0), "liver": (60.0, 15.0), "kidney": (70.0, 20.0)}
-# A metaball sum equals this one radius away from an isolated ball's centre: the surface.
-_SURFACE = np.float32(np.exp(-0.5))
 _AIR_HU = -1000.0
 
 # A set of metaballs is an (n, 7) array: centre (3), radii (3), weight, in patient units.
@@ -112,67 +111,6 @@ _LIVER_VEINS = [
 ]
 
 
-class _Patient:
-    """The patient's frame inside the field of view.
-
-    Patient coordinates are the canonical grid's, shifted by ``shift`` and turned by ``angle``
-    (radians) about ``z``; anatomy written in them moves with the patient, not the scanner.
-    """
-
-    def __init__(self, grid: Grid, angle: float, shift: np.ndarray) -> None:
-        self.grid, self.angle, self.shift = grid, angle, np.asarray(shift, dtype=np.float64)
-        u0, u1, u2 = grid.coords()
-        c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
-        d0, d1 = u0 - np.float32(shift[0]), u1 - np.float32(shift[1])
-        self.x, self.y = c * d0 + s * d1, c * d1 - s * d0  # (X, Y, 1)
-        self.z = u2 - np.float32(shift[2])  # (1, 1, Z)
-
-    def ellipse(self, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-        """In-plane elliptic cross-section, the same on every slice: bool ``(X, Y, 1)``."""
-        return ((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2 < 1
-
-    def metaballs(self, balls: np.ndarray) -> np.ndarray:
-        """Sum of axis-aligned Gaussian balls ``w exp(-|(p - c) / r|^2 / 2)``, float32 grid.
-
-        Each ball is evaluated only within three radii of its centre, which keeps a sweep of
-        many small balls cheap.
-        """
-        field = np.zeros(self.grid.shape, dtype=np.float32)
-        c, s = np.cos(self.angle), np.sin(self.angle)
-        for ball in balls.astype(np.float32):
-            p, r, w = ball[:3], ball[3:6], ball[6]
-            centre = np.array([c * p[0] - s * p[1], s * p[0] + c * p[1], p[2]]) + self.shift
-            b = self.grid.box(centre, 3 * np.array([r[:2].max(), r[:2].max(), r[2]]))
-            if any(sl.stop <= sl.start for sl in b):
-                continue
-            q = ((self.x[b[0], b[1]] - p[0]) / r[0]) ** 2 + ((self.z[..., b[2]] - p[2]) / r[2]) ** 2
-            q += ((self.y[b[0], b[1]] - p[1]) / r[1]) ** 2
-            field[b] += w * np.exp(np.float32(-0.5) * q)
-        return field
-
-
-def _sweep(control: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """``(n, 7)`` balls along the quadratic Bezier curve of 3 control points, radii alike.
-
-    Balls sit about 0.6 radii apart, weighted by their spacing in radii over sqrt(2 pi), so the
-    sum is about 1 on the centreline and crosses :data:`_SURFACE` about one radius from it: a
-    tube whose thickness follows ``radii``. The end balls get extra weight for round caps.
-    """
-
-    def bezier(t: np.ndarray, points: np.ndarray) -> np.ndarray:
-        t = t[:, None]
-        return (1 - t) ** 2 * points[0] + 2 * t * (1 - t) * points[1] + t**2 * points[2]
-
-    fine = np.linspace(0, 1, 64)
-    steps = np.diff(bezier(fine, control), axis=0) / bezier(fine[1:], radii)
-    n = max(3, int(np.ceil(np.linalg.norm(steps, axis=1).sum() / 0.6)) + 1)
-    t = np.linspace(0, 1, n)
-    centres, rad = bezier(t, control), bezier(t, radii)
-    weights = np.linalg.norm(np.gradient(centres, axis=0) / rad, axis=1) / np.sqrt(2 * np.pi)
-    weights[[0, -1]] += 0.5
-    return np.column_stack([centres, rad, weights])
-
-
 def make_abdomen_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> SynthCase:
     """One held-out abdominal CT phantom in memory.
 
@@ -196,7 +134,7 @@ def make_abdomen_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> 
     )
     angle = rng.uniform(-10.0, 10.0)
     shift = rng.uniform([-0.08, -0.06, -0.15], [0.08, 0.06, 0.15])
-    patient = _Patient(Grid(shape), np.deg2rad(angle), shift)
+    patient = PatientFrame(Grid(shape), np.deg2rad(angle), shift)
 
     hu, body = _body(rng, patient)
     label = np.zeros(shape, dtype=np.uint8)
@@ -221,7 +159,7 @@ def make_abdomen_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> 
     for start, end in _LIVER_VEINS:  # contrast-filled tubes inside the liver
         control = np.linspace(start, end, 3) + rng.normal(0, 0.04, (3, 3))
         r = rng.uniform(0.018, 0.03)
-        vein = patient.metaballs(_sweep(control, np.tile([r, r, 2 * r], (3, 1)))) > _SURFACE
+        vein = patient.metaballs(sweep(control, np.tile([r, r, 2 * r], (3, 1)))) > SURFACE
         hu[vein & (label == _LIVER)] = body["drawn"]["vessel_hu"]["veins"]
 
     blur = (rng.uniform(0.6, 1.2), rng.uniform(0.6, 1.2), rng.uniform(0.15, 0.45))
@@ -252,7 +190,7 @@ def make_abdomen_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> 
     )
 
 
-def _body(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, dict]:
+def _body(rng: np.random.Generator, patient: PatientFrame) -> tuple[np.ndarray, dict]:
     """Air, fat, muscle wall, ribs, spine, back muscles, psoas, aorta and IVC.
 
     Returns:
@@ -324,7 +262,7 @@ def _body(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, dict
 
 
 def _place(
-    rng: np.random.Generator, patient: _Patient, label: np.ndarray, body: dict, name: str
+    rng: np.random.Generator, patient: PatientFrame, label: np.ndarray, body: dict, name: str
 ) -> np.ndarray:
     """Draw organ ``name`` (see :data:`_ORGANS`) and paint it on free voxels of ``label``.
 
@@ -339,14 +277,14 @@ def _place(
         parts = []
         for control, radii in spec["sweeps"]:
             points = np.asarray(control) * body["cavity"] + shift + rng.normal(0, 0.02, (3, 3))
-            parts.append(_sweep(points, np.asarray(radii) * scale))
+            parts.append(sweep(points, np.asarray(radii) * scale))
         for centre, radii, weight in spec.get("carve", []):
             parts.append([[*(np.asarray(centre) * body["cavity"] + shift), *radii, -weight]])
         bumps = parts[0][rng.integers(0, len(parts[0]), spec.get("bumps", 0))].copy()
         bumps[:, :3] += rng.normal(0, 0.12, (len(bumps), 3))
         bumps[:, 3:] = [0.08, 0.08, 0.08, 0.5]
         field = patient.metaballs(np.concatenate([*parts, bumps]))
-        drawn = field > _SURFACE
+        drawn = field > SURFACE
         mask = drawn & body["allowed"] & (label == 0)
         if mask.sum() >= max(3, 0.5 * drawn.sum()):
             label[mask] = _LABEL_OF[name]
@@ -355,7 +293,7 @@ def _place(
 
 
 def _hollow_viscera(
-    rng: np.random.Generator, patient: _Patient, hu: np.ndarray, label: np.ndarray, body: dict
+    rng: np.random.Generator, patient: PatientFrame, hu: np.ndarray, label: np.ndarray, body: dict
 ) -> None:
     """Stomach, colon and small-bowel loops on free voxels: a wall, fluid or stool inside and
     gas pockets (-1000 HU) on their anterior (non-dependent) side."""
@@ -375,16 +313,16 @@ def _hollow_viscera(
         viscera.append((control, [(r, r, 1.6 * r)] * 3, rng.uniform(-10.0, 30.0), 0.3))
     for control, radii, contents_hu, gas_prob in viscera:
         points = np.asarray(control) * body["cavity"] + rng.normal(0, 0.03, (3, 3))
-        balls = _sweep(points, np.asarray(radii))
+        balls = sweep(points, np.asarray(radii))
         field = patient.metaballs(balls)
-        organ = free & (field > _SURFACE)
+        organ = free & (field > SURFACE)
         lumen = organ & (field > lumen_level)
         hu[organ] = wall_hu
         hu[lumen] = contents_hu
         balls[:, 1] -= 0.4 * balls[:, 4]  # gas floats to the front
         balls[:, 3:6] *= 0.6
         balls[:, 6] *= rng.random(len(balls)) < gas_prob
-        hu[lumen & (patient.metaballs(balls) > _SURFACE)] = _AIR_HU
+        hu[lumen & (patient.metaballs(balls) > SURFACE)] = _AIR_HU
         free &= ~organ
 
 
