@@ -92,6 +92,8 @@ def test_predict_writes_exactly_the_seg_file_output_names(tmp_path):
     assert again.exit_code == 0
     assert (out / "SEG2.DCM").read_bytes()[128:132] == b"DICM"
     assert sorted(os.listdir(out)) == ["SEG2.DCM", "seg.dcm", "seg.nii.gz", "seg_probs.nii.gz"]
+    kept = predict_cohort(checkpoint, series, out / "SEG2.DCM", skip_existing=True, progress=False)
+    assert kept.count("skipped") == 1  # read back whole, in any letter case
 
 
 @pytest.mark.parametrize(

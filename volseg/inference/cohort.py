@@ -270,7 +270,7 @@ def _complete(path: Path) -> bool:
     if not path.exists():
         return False
     try:
-        read_dicom_seg_check(path) if path.suffix == ".dcm" else read_image(path)
+        read_dicom_seg_check(path) if path.suffix.lower() == ".dcm" else read_image(path)
     except VolsegError as e:
         log.info("%s: redoing the case, its output is incomplete (%s)", path, e)
         return False
