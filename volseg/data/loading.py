@@ -11,9 +11,15 @@ What a loaded volume's ``.meta`` holds (all of it survives MONAI's collate):
   float64); transforms update ``affine``, ``original_affine`` stays the file's;
 - ``spatial_shape``: the file's ``(X, Y, Z)``; ``space``: ``RAS``; ``original_channel_dim``: 0;
 - ``filename_or_obj``: the file (or DICOM folder) of the first present source, the reference
-  grid. :func:`reference_geometry` rebuilds the input :class:`~volseg.io.Geometry` from the meta;
-  for a byte-exact NIfTI header, re-read ``filename_or_obj`` with :func:`volseg.io.read_image`
-  (headers and ``Geometry`` objects cannot be collated, so they are not carried).
+  grid. :func:`reference_geometry` rebuilds the input :class:`~volseg.io.Geometry` from the meta
+  (headers and ``Geometry`` objects cannot be collated, so the meta does not carry them).
+
+The reference image itself, header and geometry, is kept beside the volumes:
+``LoadVolumed(..., reference_key=REFERENCE_KEY)`` stores the :class:`~volseg.io.Image` the first
+present source was read as under ``data["reference"]``, and a loader with ``grid_of`` checks
+that its volumes (label, mask) lie on that grid and gives them its affine exactly. Prediction
+writes its outputs on that image's grid with its header; training drops the key with the other
+non-tensor ones (:func:`volseg.engine.datasets.finish_sample`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from volseg.data.manifest import Case, ImageSource
 from volseg.errors import VolsegError
 from volseg.io import Geometry, Image, read_image
 
-# One volume source: a file or DICOM folder, or one channel of a 4D file.
-Source = str | Path | ImageSource
+# One volume source: a file or DICOM folder, one channel of a 4D file, or an image in memory.
+Source = str | Path | ImageSource | Image
+
+REFERENCE_KEY = "reference"  # data-dict key of the image the volumes were read from
 
 
 def case_to_dict(
@@ -88,9 +96,10 @@ def load_volume(
     """Read one volume, or several stacked as channels, into a float32 MetaTensor.
 
     Args:
-        source: a file/DICOM folder (all its channels), an :class:`ImageSource` (its
-            ``channel`` of a 4D file, or all channels), or a sequence of those with None for a
-            missing modality; each sequence entry must give one channel, a missing one is zeros.
+        source: a file/DICOM folder or in-memory :class:`~volseg.io.Image` (all its channels),
+            an :class:`ImageSource` (its ``channel`` of a 4D file, or all channels), or a
+            sequence of those with None for a missing modality; each sequence entry must give
+            one channel, a missing one is zeros.
         channels: expected channel count, checked when given.
 
     Returns:
@@ -100,6 +109,25 @@ def load_volume(
     Raises:
         VolsegError: unreadable file, a channel the file lacks, sources on different grids,
             all sources missing, or not ``channels`` channels.
+    """
+    return read_volume(source, channels=channels)[0]
+
+
+def read_volume(
+    source: Source | Sequence[Source | None],
+    *,
+    channels: int | None = None,
+    grid: Image | None = None,
+) -> tuple[MetaTensor, Image]:
+    """:func:`load_volume`, also returning the reference image (the first present source).
+
+    Args:
+        source, channels: as for :func:`load_volume`.
+        grid: an image the volume must lie on (within 1e-4 mm); the volume then takes its
+            affine and file name, exactly.
+
+    Raises:
+        VolsegError: as :func:`load_volume`, or a volume off ``grid``.
     """
     many = isinstance(source, Sequence) and not isinstance(source, str)
     entries = list(source) if many else [source]
@@ -113,16 +141,13 @@ def load_volume(
         image = _read_source(entry, cache)
         if many and image.num_channels != 1:
             raise VolsegError(
-                f"{image.path}: holds {image.num_channels} channels but is listed as one "
-                "modality; name its channel in the manifest"
+                f"{_where(image)}: holds {image.num_channels} channels but is given as one "
+                "modality; pass one scalar volume per modality (in a manifest, name its channel)"
             )
         if reference is None:
             reference = image
-        elif problems := image.geometry.differences(reference.geometry):
-            raise VolsegError(
-                f"{image.path}: grid differs from {reference.path} ({'; '.join(problems)}); "
-                "modalities of a case must be co-registered on one grid"
-            )
+        else:
+            _check_grid(image, reference)
         arrays.append(image.array.reshape(-1, *image.shape).astype(np.float32, copy=False))
     if reference is None:
         raise VolsegError("no image to load: every modality of the case is missing")
@@ -130,10 +155,15 @@ def load_volume(
     array = np.concatenate([zeros if a is None else a for a in arrays], axis=0)
     if channels is not None and array.shape[0] != channels:
         raise VolsegError(
-            f"{reference.path}: loads as {array.shape[0]} channels, expected {channels} "
-            "(one per modality); check the manifest's modalities and channels"
+            f"{_where(reference)}: gives {array.shape[0]} channel(s) in {len(entries)} "
+            f"volume(s), expected {channels}, one per modality; pass one scalar volume per "
+            "modality or a 4D file with exactly that many channels (in a manifest, check its "
+            "modalities and channels)"
         )
-    return meta_volume(array, reference)
+    if grid is not None:
+        _check_grid(reference, grid)
+        reference = grid
+    return meta_volume(array, reference), reference
 
 
 def meta_volume(array: np.ndarray, reference: Image) -> MetaTensor:
@@ -172,6 +202,10 @@ class LoadVolumed(MapTransform):
         keys: keys to load.
         channels: expected channel count per key (None: not checked).
         allow_missing_keys: skip keys absent from the dict (an unlabelled case).
+        reference_key: store the image the first key was read from (header and geometry, an
+            :class:`~volseg.io.Image`) under this key.
+        grid_of: the key of an image stored by another loader's ``reference_key``: these keys'
+            volumes must lie on its grid, and take its affine exactly.
     """
 
     def __init__(
@@ -179,20 +213,31 @@ class LoadVolumed(MapTransform):
         keys: KeysCollection,
         channels: int | Sequence[int | None] | None = None,
         allow_missing_keys: bool = False,
+        *,
+        reference_key: str | None = None,
+        grid_of: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         per_key = channels if isinstance(channels, Sequence) else [channels] * len(self.keys)
         self.channels = list(per_key)
+        self.reference_key, self.grid_of = reference_key, grid_of
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        grid = d.get(self.grid_of) if self.grid_of is not None else None
+        references = []
         for key, channels in self.key_iterator(d, self.channels):
-            d[key] = load_volume(d[key], channels=channels)
+            d[key], reference = read_volume(d[key], channels=channels, grid=grid)
+            references.append(reference)
+        if self.reference_key is not None and references:
+            d[self.reference_key] = references[0]
         return d
 
 
 def _read_source(source: Source, cache: dict[Path, Image]) -> Image:
     """The image (or its one channel) a source names; a 4D file is read once per volume."""
+    if isinstance(source, Image):
+        return source
     path, channel = (
         (source.path, source.channel) if isinstance(source, ImageSource) else (source, None)
     )
@@ -208,3 +253,16 @@ def _read_source(source: Source, cache: dict[Path, Image]) -> Image:
             "fix the modality's channel in the manifest"
         )
     return image.channel(channel)
+
+
+def _check_grid(image: Image, reference: Image) -> None:
+    if problems := image.geometry.differences(reference.geometry):
+        raise VolsegError(
+            f"{_where(image)}: grid differs from {_where(reference)} ({'; '.join(problems)}); "
+            "the volumes of a case must be co-registered on one grid"
+        )
+
+
+def _where(image: Image) -> str:
+    """The file an image came from, for messages."""
+    return str(image.path) if image.path is not None else "the input image"

@@ -2,9 +2,11 @@
 
 A data dict (:func:`volseg.data.loading.case_to_dict`) goes through, in order:
 
-1. **Load** (:class:`~volseg.data.loading.LoadVolumed`): channel-first float32 MetaTensors
-   ``(C, X, Y, Z)`` with the RAS affine, so ``EnsureChannelFirstd`` is never needed; ``mask``
-   is binarised (> 0.5).
+1. **Load** (:class:`~volseg.data.loading.LoadVolumed`, the first :data:`LOAD_STEPS` steps):
+   channel-first float32 MetaTensors ``(C, X, Y, Z)`` with the RAS affine, so
+   ``EnsureChannelFirstd`` is never needed; the image read is kept under ``reference``
+   (header and geometry, for writing outputs on the input grid), ``label`` and ``mask`` must
+   lie on its grid; ``mask`` is binarised (> 0.5).
 2. **Grid**: ``Orientationd("RAS")``, then ``Spacingd`` to ``data.spacing`` (mm) when set:
    bilinear for the image, nearest for ``label``/``mask``.
 3. **Intensity** (image only): CT clips ``data.ct_window`` (HU) and scales it to [0, 1]. MRI is
@@ -80,7 +82,7 @@ from monai.transforms import (
 )
 
 from volseg.config.schema import DataConfig
-from volseg.data.loading import LoadVolumed
+from volseg.data.loading import REFERENCE_KEY, LoadVolumed
 from volseg.data.map_transforms import (
     RandSlabd,
     SquareRandRotate90d,
@@ -93,6 +95,9 @@ SLICE_AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 SPATIAL_KEYS = ("image", "label", "mask")
 INTERPOLATION = ("bilinear", "nearest", "nearest")  # per SPATIAL_KEYS entry
 FOREGROUND_MARGIN = 3  # voxels kept around the foreground box
+# build_transforms' first steps read the files (and binarise the mask): a pipeline run with
+# ``end=LOAD_STEPS`` loads a case once, then ``start=LOAD_STEPS`` preprocesses it (ensembles).
+LOAD_STEPS = 3
 
 
 # Transform types kept after preprocessing when encoder features are cached.
@@ -152,8 +157,8 @@ def build_transforms(
         raise ValueError("extra_keys are only followed with for_cached_features=True")
     keys = list(SPATIAL_KEYS)
     transforms: list[Callable] = [
-        LoadVolumed("image", channels=len(modalities)),
-        LoadVolumed(["label", "mask"], allow_missing_keys=True),
+        LoadVolumed("image", channels=len(modalities), reference_key=REFERENCE_KEY),
+        LoadVolumed(["label", "mask"], allow_missing_keys=True, grid_of=REFERENCE_KEY),
         AsDiscreted("mask", threshold=0.5, allow_missing_keys=True),
         Orientationd(keys, axcodes="RAS", labels=None, allow_missing_keys=True),
     ]

@@ -31,7 +31,6 @@ _EXPORTS = {
     "as_predictor": "predict",
     "predict_grade": "predict",
     "predict_volume": "predict",
-    "read_case": "predict",
     "segment_probabilities": "window",
     "sliding_window_logits": "window",
 }

@@ -4,13 +4,15 @@
 label values or classes); ``volseg predict``, :func:`volseg.predict_volume` and training
 validation all go through it or through :func:`segment_probabilities`.
 
-Options live in :mod:`volseg.inference.options`, reading a case's files in
+Options live in :mod:`volseg.inference.options`, what a case is given as in
 :mod:`volseg.inference.case_input`, the results in :mod:`volseg.inference.results`; all are
 re-exported here. Several runs predict together through :mod:`volseg.inference.ensemble`.
 
-- **Preprocessing** is the validation pipeline of :func:`volseg.data.transforms.build_transforms`
-  (``train=False``) built from the checkpoint's ``data`` section: RAS, spacing, intensity,
-  foreground crop. Users never re-type it.
+- **Reading and preprocessing** are the validation pipeline of
+  :func:`volseg.data.transforms.build_transforms` (``train=False``) built from the checkpoint's
+  ``data`` section, its loaders included: read, RAS, spacing, intensity, foreground crop. The
+  loader keeps the image it read (``data["reference"]``): outputs get its grid and header.
+  Users never re-type it.
 - **Segmentation**: slab sliding windows with the encoder run once per slice
   (:mod:`volseg.inference.window`), optional mirror TTA, softmax, then the probabilities are
   taken back to the input grid with :func:`~volseg.data.invert.invert_prediction`, argmaxed
@@ -30,15 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose
+from monai.data import MetaTensor
 from torch import nn
 
 from volseg.config import Config
 from volseg.data.invert import invert_prediction
-from volseg.data.loading import LoadVolumed
-from volseg.data.transforms import build_transforms
+from volseg.data.loading import REFERENCE_KEY
+from volseg.data.transforms import LOAD_STEPS, build_transforms
 from volseg.errors import VolsegError
-from volseg.inference.case_input import CaseInput, Source, read_case, to_data
+from volseg.inference.case_input import Source, case_data
 from volseg.inference.options import InferenceOptions
 from volseg.inference.postprocess import (
     class_labels,
@@ -62,7 +64,6 @@ if TYPE_CHECKING:
     from volseg.inference.ensemble import Ensemble
 
 __all__ = [
-    "CaseInput",
     "GradeResult",
     "InferenceOptions",
     "Predictor",
@@ -72,8 +73,6 @@ __all__ = [
     "as_predictor",
     "predict_grade",
     "predict_volume",
-    "read_case",
-    "to_data",
 ]
 
 
@@ -123,17 +122,12 @@ class Predictor:
             merge_lora(encoder)  # no-op without LoRA adapters
         self.model = model
         self.set_options(options or InferenceOptions())
-        pipeline = build_transforms(
+        self.transforms = build_transforms(
             config.data,
             task=self.task,
             modalities=self.modalities,
             train=False,
             slice_axis=config.model.encoder.slice_axis,
-        )
-        # Volumes are read here (the input image is kept for its header), so the pipeline's
-        # loaders are dropped; the rest is what validation runs, and it inverts the same way.
-        self.transforms = Compose(
-            [t for t in pipeline.transforms if not isinstance(t, LoadVolumed)]
         )
 
     def set_options(self, options: InferenceOptions) -> None:
@@ -212,20 +206,36 @@ class Predictor:
         *,
         mask: Source | None = None,
         timer: StepTimer,
-    ) -> CaseInput:
-        """Read a case's volumes (see :meth:`predict`); segmentation needs every modality."""
+    ) -> dict[str, Any]:
+        """Read a case's volumes (see :meth:`predict`) with the pipeline's loaders.
+
+        Returns:
+            The loaded data dict (``image``, ``presence``, ``reference``, ``mask``), which
+            :meth:`probabilities` and :meth:`grade` preprocess; an ensemble reads it once.
+        """
         with timer("read"):
             segmentation = self.task == "segmentation"
-            return read_case(sources, self.modalities, mask=mask, require_all=segmentation)
+            data = case_data(sources, self.modalities, mask=mask, require_all=segmentation)
+            try:
+                return self.transforms(data, end=LOAD_STEPS)
+            except RuntimeError as e:  # MONAI wraps a step's error as "applying transform ..."
+                if isinstance(e.__cause__, VolsegError):
+                    raise e.__cause__ from None
+                raise
 
-    def probabilities(self, case: CaseInput, timer: StepTimer) -> torch.Tensor:
+    def preprocess(self, case: dict[str, Any], timer: StepTimer) -> dict[str, Any]:
+        """The rest of the validation pipeline on a case from :meth:`read` (left unchanged)."""
+        with timer("preprocess"):
+            fresh = {k: v.clone() if isinstance(v, MetaTensor) else v for k, v in case.items()}
+            return self.transforms(fresh, start=LOAD_STEPS)
+
+    def probabilities(self, case: dict[str, Any], timer: StepTimer) -> torch.Tensor:
         """Class probabilities ``(K, X, Y, Z)`` float32 on the CPU, on the input's grid.
 
         Voxels the foreground crop removed are background with probability 1, so every
         voxel's probabilities sum to 1 (an ensemble may average them).
         """
-        with timer("preprocess"):
-            data = self.transforms(to_data(case, self.modalities))
+        data = self.preprocess(case, timer)
         image = data["image"].as_tensor()[None]
         o = self.options
         probs = segment_probabilities(
@@ -243,16 +253,16 @@ class Predictor:
         )
         with timer("postprocess"):
             probs = invert_prediction(probs[0].cpu(), data, self.transforms).as_tensor()
-            if tuple(probs.shape[1:]) != case.reference.shape:
+            if tuple(probs.shape[1:]) != case[REFERENCE_KEY].shape:
                 raise RuntimeError(
                     f"inverted prediction {tuple(probs.shape)} does not fit the input grid "
-                    f"{case.reference.shape}"
+                    f"{case[REFERENCE_KEY].shape}"
                 )
             probs[0] += (1 - probs.sum(dim=0)).clamp_min(0)
         return probs
 
     def label(
-        self, case: CaseInput, probs: torch.Tensor, timer: StepTimer, keep_probs: bool = False
+        self, case: dict[str, Any], probs: torch.Tensor, timer: StepTimer, keep_probs: bool = False
     ) -> SegmentationResult:
         """Argmax to label values, largest components and ``roi_subset`` as options say."""
         with timer("postprocess"):
@@ -263,16 +273,15 @@ class Predictor:
             if self.roi_values is not None:
                 labels = keep_labels(labels, self.roi_values, background=0)
             out = probs.numpy().astype(np.float16) if keep_probs else None
-        reference = case.reference
+        reference = case[REFERENCE_KEY]
         return SegmentationResult(Image(labels, reference.geometry, header=reference.header), out)
 
-    def grade(self, case: CaseInput, timer: StepTimer) -> GradeResult:
+    def grade(self, case: dict[str, Any], timer: StepTimer) -> GradeResult:
         """Grade a case read by :meth:`read` (missing modalities are left out)."""
-        with timer("preprocess"):
-            data = self.transforms(to_data(case, self.modalities))
+        data = self.preprocess(case, timer)
         volume = data["image"]
         image = volume.as_tensor()[None].to(self.device)
-        present = [m for m, i in zip(self.modalities, case.images, strict=True) if i is not None]
+        present = [m for m, p in zip(self.modalities, case["presence"], strict=True) if p]
         inputs = {m: image[:, i : i + 1] for i, m in enumerate(self.modalities) if m in present}
         mask = data.get("mask")
         mask = mask.as_tensor()[None].to(self.device) if mask is not None else None
@@ -299,9 +308,9 @@ class Predictor:
                 result.top_slices[m], result.slice_axis[m] = original_slice_indices(
                     top.tolist(),
                     affine=np.asarray(volume.affine),
-                    original_affine=case.reference.affine,
+                    original_affine=case[REFERENCE_KEY].affine,
                     spatial_shape=tuple(volume.shape[1:]),
-                    original_shape=case.reference.shape,
+                    original_shape=case[REFERENCE_KEY].shape,
                     slice_axis=dim,
                 )
         return result
