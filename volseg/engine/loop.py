@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from volseg.engine.datasets import stack_groups, to_device
 from volseg.engine.distributed import any_rank, reduce_sums
 from volseg.engine.session import Position, Session
-from volseg.engine.validate import split_features
+from volseg.inference.grading import split_features
 from volseg.runtime import DistContext
 
 

@@ -7,8 +7,9 @@ they are cached, encoded once per volume otherwise). Dice is scored on the prepr
 foreground class; a class absent from both reference and prediction scores 1, absent from
 the reference but predicted 0 (``volseg.metrics`` conventions).
 
-Grading encodes every present modality of the whole volume (or reads the cached features)
-and runs the MIL head with the case's mask, as ``volseg predict`` does; AUC, balanced accuracy
+Grading calls :func:`volseg.inference.grading.grade_logits`, the code ``volseg predict``
+runs: every present modality of the whole volume encoded (or its cached features read), the
+MIL head run with the case's mask; AUC, balanced accuracy
 and accuracy come from :func:`volseg.metrics.classification_metrics`.
 
 Each rank scores its share of the cases; the per-case results are gathered so every rank
@@ -22,10 +23,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from volseg.engine.distributed import gather_objects
+from volseg.inference.grading import grade_logits, grade_probabilities, present_modalities
 from volseg.inference.window import sliding_window_logits
 from volseg.progress import track
 from volseg.runtime import DistContext, resolve_precision
@@ -132,23 +133,24 @@ def validate_grading(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    precision = resolve_precision(amp, device)
     rows: list[tuple[int, list[float], float]] = []
     for sample in _tracked(samples, progress):
-        present = [m for m, p in zip(modalities, sample["presence"].tolist(), strict=True) if p]
         mask = sample.get("mask")
-        mask = None if mask is None else mask[None].to(device)
-        with torch.no_grad(), resolve_precision(amp, device).autocast():
-            if "features" in sample:
-                features = split_features(sample["features"][None].to(device).float(), modalities)
-                features = {m: features[m] for m in present}
-            else:
-                image = sample["image"][None].to(device)
-                inputs = {m: image[:, i : i + 1] for i, m in enumerate(modalities) if m in present}
-                features = model.encode(inputs)
-            logits = model.decode(features, mask=mask).logits.float()
+        features = sample.get("features")
+        out = grade_logits(
+            model,
+            modalities,
+            present_modalities(modalities, sample["presence"]),
+            precision=precision,
+            image=None if features is not None else sample["image"][None].to(device),
+            features=None if features is None else features[None].to(device),
+            mask=None if mask is None else mask[None].to(device),
+        )
+        logits = out.logits.float()
         target = sample["target"].reshape(1).to(device)
         loss = float(loss_fn(logits, target))
-        rows.append((int(target), torch.softmax(logits, 1)[0].cpu().tolist(), loss))
+        rows.append((int(target), grade_probabilities(logits), loss))
     model.train(was_training)
     rows = [r for part in gather_objects(rows, ctx) for r in part]
     y = [r[0] for r in rows]
@@ -167,12 +169,6 @@ def _tracked(samples: Iterable[Any], progress: Any) -> Iterable[Any]:
     """``samples`` counted on a \"validation\" bar in ``progress`` (the training display, whose
     columns show a ``loss`` field); untouched when ``progress`` is None."""
     return track(samples, "validation", enabled=progress is not None, progress=progress, loss="-")
-
-
-def split_features(features: Tensor, modalities: Sequence[str]) -> dict[str, Tensor]:
-    """``(B, M * E, x, y, z)`` stacked modality features -> modality -> ``(B, E, x, y, z)``."""
-    chunks = features.chunk(len(modalities), dim=1)
-    return dict(zip(modalities, chunks, strict=True))
 
 
 def score_of(metrics: Mapping[str, float], task: str) -> float:

@@ -18,8 +18,9 @@ re-exported here. Several runs predict together through :mod:`volseg.inference.e
   taken back to the input grid with :func:`~volseg.data.invert.invert_prediction`, argmaxed
   and mapped to label values (only those of ``roi_subset``, if given). The label map carries
   the input image's exact geometry.
-- **Grading**: each present modality is encoded once over the whole volume and the MIL head
-  runs once; no windows (the head pools over all slices, so a window would change the answer).
+- **Grading** (:mod:`volseg.inference.grading`, which training validation calls too): each
+  present modality is encoded once over the whole volume and the MIL head runs once; no
+  windows (the head pools over all slices, so a window would change the answer).
   Most-attended slices are reported as slice indices of the *input file* (see
   :func:`~volseg.inference.postprocess.original_slice_indices`).
 """
@@ -41,12 +42,9 @@ from volseg.data.loading import REFERENCE_KEY
 from volseg.data.transforms import LOAD_STEPS, build_transforms
 from volseg.errors import VolsegError
 from volseg.inference.case_input import Source, case_data
+from volseg.inference.grading import grade_logits, grade_result, present_modalities
 from volseg.inference.options import InferenceOptions
-from volseg.inference.postprocess import (
-    class_labels,
-    keep_largest_component,
-    original_slice_indices,
-)
+from volseg.inference.postprocess import class_labels, keep_largest_component
 from volseg.inference.results import GradeResult, SegmentationResult, StepTimer
 from volseg.inference.roi import keep_labels, roi_values
 from volseg.inference.window import segment_probabilities
@@ -279,41 +277,28 @@ class Predictor:
     def grade(self, case: dict[str, Any], timer: StepTimer) -> GradeResult:
         """Grade a case read by :meth:`read` (missing modalities are left out)."""
         data = self.preprocess(case, timer)
-        volume = data["image"]
-        image = volume.as_tensor()[None].to(self.device)
-        present = [m for m, p in zip(self.modalities, case["presence"], strict=True) if p]
-        inputs = {m: image[:, i : i + 1] for i, m in enumerate(self.modalities) if m in present}
+        present = present_modalities(self.modalities, case["presence"])
         mask = data.get("mask")
-        mask = mask.as_tensor()[None].to(self.device) if mask is not None else None
-        with torch.no_grad(), self.precision.autocast():
-            with timer("encode"):
-                features = self.model.encode(inputs)
-            with timer("head"):
-                out = self.model.decode(features, mask=mask)
+        out = grade_logits(
+            self.model,
+            self.modalities,
+            present,
+            precision=self.precision,
+            image=data["image"].as_tensor()[None].to(self.device),
+            mask=mask.as_tensor()[None].to(self.device) if mask is not None else None,
+            timer=timer,
+        )
         with timer("postprocess"):
-            probs = torch.softmax(out.logits.float(), dim=1)[0].cpu().tolist()
-            classes = self.classes or [str(i) for i in range(len(probs))]
-            dim = slice_dim(self.config.model.encoder.slice_axis)
-            result = GradeResult(
-                probabilities=dict(zip(classes, probs, strict=True)),
-                predicted=classes[int(np.argmax(probs))],
-                modalities_used=present,
-                modality_attention={
-                    m: float(out.modality_attention[0, i]) for i, m in enumerate(self.modalities)
-                },
+            return grade_result(
+                out,
+                classes=self.classes,
+                modalities=self.modalities,
+                present=present,
+                volume=data["image"],
+                reference=case[REFERENCE_KEY],
+                slice_dim=slice_dim(self.config.model.encoder.slice_axis),
+                top_slices=self.options.top_slices,
             )
-            for m in present:
-                attention = out.slice_attention[m][0].float().cpu()
-                top = torch.argsort(attention, descending=True)[: self.options.top_slices]
-                result.top_slices[m], result.slice_axis[m] = original_slice_indices(
-                    top.tolist(),
-                    affine=np.asarray(volume.affine),
-                    original_affine=case[REFERENCE_KEY].affine,
-                    spatial_shape=tuple(volume.shape[1:]),
-                    original_shape=case[REFERENCE_KEY].shape,
-                    slice_axis=dim,
-                )
-        return result
 
 
 def as_predictor(
