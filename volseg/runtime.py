@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from volseg.errors import VolsegError
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used, so that checking an --amp or train.amp value (and the
+# option dataclasses that import this tuple) costs no torch import.
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
@@ -51,16 +54,22 @@ class Precision:
 
     @property
     def name(self) -> str:
+        import torch
+
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")  # type: ignore[arg-type]
 
     def autocast(self) -> torch.autocast:
         """The autocast context of the forward pass (disabled for fp32)."""
+        import torch
+
         return torch.autocast(
             self.device_type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         )
 
     def scaler(self) -> torch.amp.GradScaler:
         """A gradient scaler, enabled for fp16 only (bf16 has fp32's range)."""
+        import torch
+
         return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
 
 
@@ -79,12 +88,14 @@ def resolve_precision(
         VolsegError: ``amp`` is not one of :data:`AMP_MODES`, or ``fp16`` on a device without
             CUDA.
     """
+    name = f"config key '{option}'" if "." in option else option
+    if amp not in AMP_MODES:  # before torch is imported
+        raise VolsegError(f"{name} is {amp!r}, not one of {', '.join(AMP_MODES)}")
+    import torch
+
     device = torch.device(device)
     kind = device.type
     flag = option.startswith("-")
-    name = f"config key '{option}'" if "." in option else option
-    if amp not in AMP_MODES:
-        raise VolsegError(f"{name} is {amp!r}, not one of {', '.join(AMP_MODES)}")
     if amp == "auto":
         if kind != "cuda":
             return Precision(None, kind)
@@ -112,7 +123,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: _device("cpu"))
 
     @property
     def enabled(self) -> bool:
@@ -131,6 +142,9 @@ def init_distributed() -> DistContext:
     Returns:
         The context; a single-process one (rank 0 of 1) without ``WORLD_SIZE`` > 1.
     """
+    import torch
+    import torch.distributed as dist
+
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -154,5 +168,13 @@ def patient_barrier(ctx: DistContext) -> Callable[[], None]:
     """
     if not ctx.enabled:
         return lambda: None
+    import torch.distributed as dist
+
     group = dist.new_group(backend="gloo", timeout=timedelta(days=7))
     return lambda: dist.barrier(group)
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    return torch.device(name)

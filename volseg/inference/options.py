@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from volseg.errors import VolsegError
+from volseg.runtime import AMP_MODES  # torch-free: options are checked before torch loads
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from volseg.config import Config
 
 BLEND_MODES = ("gaussian", "constant")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass
