@@ -147,3 +147,21 @@ def test_cache_key_follows_files_encoder_and_preprocessing(organs, tmp_path):
 def test_only_a_frozen_encoder_is_cached(organs, tmp_path, overrides, cached):
     plan = make_plan(tiny_config(organs, tmp_path, *overrides))
     assert build_session(plan, DistContext()).cached is cached
+
+
+def test_run_training_without_progress_draws_no_cache_bar(organs, tmp_path, monkeypatch):
+    """``run_training(progress=False)`` reaches the feature-cache fill with its bar off."""
+    from volseg.engine import cache as cache_module
+    from volseg.engine import run_training
+
+    bars = []
+    original = cache_module.track
+
+    def track(items, label, *, enabled, **kwargs):
+        bars.append((label, enabled))
+        return original(items, label, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(cache_module, "track", track)
+    run_training(tiny_config(organs, tmp_path, "train.epochs=1"), progress=False)
+    assert [label for label, _ in bars] == ["feature cache (train:8)", "feature cache (val)"]
+    assert not any(enabled for _, enabled in bars)

@@ -158,6 +158,7 @@ def build_run_data(
     ctx: DistContext,
     precision: Precision,
     cache_dtype: torch.dtype = torch.float16,
+    progress: bool = True,
 ) -> RunData:
     """Datasets, sampler and (when ``cache_dir`` is given) a filled feature cache.
 
@@ -168,6 +169,7 @@ def build_run_data(
         ctx: distributed context (ranks fill disjoint shares, then wait for each other).
         precision: autocast for the encoder pass that fills the cache.
         cache_dtype: storage dtype of cached features.
+        progress: count the cases filling the cache on a bar (rank 0).
     """
     cfg = plan.config
     data_cfg, axis = cfg.data, cfg.model.encoder.slice_axis
@@ -217,6 +219,7 @@ def build_run_data(
         pad=pad,
         shard=shard,
         drop=drop,
+        progress=progress,
     )
     val_report = cache.fill(
         plan.val_cases,
@@ -226,6 +229,7 @@ def build_run_data(
         encode=encode,
         shard=shard,
         drop=drop,
+        progress=progress,
     )
     barrier(ctx)
     counts = reduce_sums(

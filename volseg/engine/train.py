@@ -105,7 +105,12 @@ def run_training(
             _say_start(plan, session, run_dir, position)
         cache_dir = _cache_dir(plan, run_dir) if session.cached else None
         data = build_run_data(
-            plan, session.model, cache_dir=cache_dir, ctx=ctx, precision=session.precision
+            plan,
+            session.model,
+            cache_dir=cache_dir,
+            ctx=ctx,
+            precision=session.precision,
+            progress=progress,
         )
         if ctx.is_main and data.fill is not None:
             fill = data.fill
