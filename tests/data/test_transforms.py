@@ -10,7 +10,13 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.data.utils import affine_to_spacing
-from monai.transforms import CropForegroundd, Randomizable
+from monai.transforms import (
+    CropForegroundd,
+    RandGaussianNoised,
+    Randomizable,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
 
 from tests.conftest import rotation
 from volseg.config.schema import DataConfig
@@ -293,10 +299,17 @@ def test_cached_features_keep_only_safe_transforms(organ) -> None:
         seed=1,
     )
     names = [type(t) for t in pipeline.transforms]
-    after = names[names.index(CropForegroundd) + 1 :]
-    random = [t for t in after if issubclass(t, Randomizable)]
-    assert random and all(issubclass(t, FEATURE_SAFE_TRANSFORMS) for t in random)
-    assert all(issubclass(t, FEATURE_SAFE_TRANSFORMS) for t in after[: len(after) - 3])
+    start = names.index(CropForegroundd) + 1
+    after = pipeline.transforms[start:]
+    random = [t for t in after if isinstance(t, Randomizable)]
+    spatial = [t for t in random if isinstance(t, FEATURE_SAFE_TRANSFORMS)]
+    image_only = [t for t in random if not isinstance(t, FEATURE_SAFE_TRANSFORMS)]
+    assert spatial and image_only  # segmentation: the head's image input is augmented too
+    assert all(list(t.keys) == ["image"] for t in image_only)
+    assert {type(t) for t in image_only} == {
+        RandScaleIntensityd, RandShiftIntensityd, RandGaussianNoised
+    }
+    assert all(isinstance(t, FEATURE_SAFE_TRANSFORMS) for t in after[: len(after) - 6])
 
     data = case_to_dict(case, ["CT"])
     grid = ct_pipeline(False, spacing=SPACING)(data)["image"].shape[1:]
@@ -355,3 +368,21 @@ def test_inverted_probabilities_resample_linearly(organ) -> None:
     values = back.numpy()
     assert ((values > 0.01) & (values < 0.99)).any()  # interpolated, not nearest
     assert np.mean(values.argmax(0) == label.array) >= 0.99
+
+
+def test_cached_grading_pipeline_leaves_the_image_alone() -> None:
+    """Grading heads read only the features, so a cached pipeline adds no image augmentation."""
+    pipeline = build_transforms(
+        DataConfig(slab=4, intensity="mri"),
+        task="classification",
+        modalities=["T1", "FLAIR"],
+        train=True,
+        for_cached_features=True,
+        extra_keys=["features"],
+        seed=1,
+    )
+    names = [type(t) for t in pipeline.transforms]
+    after = pipeline.transforms[names.index(CropForegroundd) + 1 :]
+    assert all(
+        isinstance(t, FEATURE_SAFE_TRANSFORMS) for t in after if isinstance(t, Randomizable)
+    )
