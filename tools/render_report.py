@@ -83,7 +83,9 @@ def page_height(html: Path, width: int, browser: str, timeout: float = 120.0) ->
             copy.as_uri(),
         ]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(
+                command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             return None
     match = _HEIGHT.search(result.stdout)
@@ -131,7 +133,9 @@ def render(
             html.as_uri(),
         ]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(
+                command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
+            )
         except subprocess.TimeoutExpired:
             raise RenderError(f"{browser} did not finish within {timeout:.0f} s") from None
     if not tmp.is_file() or tmp.stat().st_size == 0:
