@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress
 
 T = TypeVar("T")
@@ -35,8 +36,19 @@ def bars_wanted() -> bool:
         return False
 
 
-def new_progress(*, transient: bool = True) -> Progress:
-    """A rich progress display on stderr: description, bar, done/total, elapsed, remaining."""
+def new_progress(
+    *,
+    transient: bool = True,
+    fields: Sequence[str] = (),
+    console: Console | None = None,
+    disable: bool = False,
+) -> Progress:
+    """A rich progress display on stderr: description, bar, done/total, ``fields`` (text
+    columns such as ``"loss {task.fields[loss]}"``), elapsed, remaining.
+
+    ``console``: print through this console (lines printed with it then stay above the live
+    bar); ``disable``: draw nothing (the console still prints).
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -51,11 +63,13 @@ def new_progress(*, transient: bool = True) -> Progress:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        *(TextColumn(field) for field in fields),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=Console(stderr=True, highlight=False),
+        console=console or Console(stderr=True, highlight=False),
         transient=transient,
+        disable=disable,
     )
 
 

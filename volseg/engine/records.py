@@ -26,17 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
 from volseg.io.atomic import atomic_path
-from volseg.progress import bars_wanted
+from volseg.progress import bars_wanted, new_progress
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -173,17 +166,7 @@ def epoch_progress(enabled: bool) -> Iterator[Progress | None]:
     if not enabled or not bars_wanted():
         yield None
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = new_progress(fields=("loss {task.fields[loss]}",), console=console)
     with progress:
         yield progress
 

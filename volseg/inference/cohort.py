@@ -71,7 +71,7 @@ from volseg.inference.tables import (
 )
 from volseg.io import output_folder, read_image, write_like
 from volseg.io.dicom_seg import read_dicom_seg_check, write_dicom_seg
-from volseg.progress import bars_wanted
+from volseg.progress import bars_wanted, new_progress
 from volseg.runtime import init_distributed, patient_barrier
 
 __all__ = ["TIMING_COLUMNS", "CaseSpec", "CohortResult", "discover_cases", "predict_cohort"]
@@ -313,13 +313,9 @@ def _progress(show: bool) -> Any:
     """The cohort's bar; drawn only for a terminal (:func:`volseg.progress.bars_wanted`). Its
     console still prints failed cases as they happen when ``show``."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    return Progress(
-        "[progress.description]{task.description:<24}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+    return new_progress(
+        transient=False,
         console=Console(stderr=True, quiet=not show),
         disable=not (show and bars_wanted()),
     )
