@@ -44,43 +44,49 @@ def header_warnings(collection: Collection) -> list[str]:
     ]
 
 
+def weights_source(encoder: dict) -> str:
+    """Where ``model.encoder`` of a run's config takes its weights from: ``baseline`` (a MONAI
+    baseline, no foundation encoder), ``unset``, ``random``, ``packaged``, ``file`` or ``hub``."""
+    weights = encoder.get("weights")
+    if encoder.get("name") == BASELINE_ENCODER:
+        return "baseline"
+    if "weights" not in encoder:
+        return "unset"
+    if weights in (None, ""):
+        return "random"
+    text = str(weights)
+    if text in WEIGHTS_DESCRIPTIONS:
+        return "packaged"
+    return "file" if "/" in text or Path(text).suffix else "hub"
+
+
 def random_encoder(config: dict) -> bool:
     """True when the run's config states a volseg ViT encoder with ``weights: null``."""
-    encoder = mapping(mapping(config, "model"), "encoder")
-    if "weights" not in encoder or encoder.get("name") == BASELINE_ENCODER:
-        return False
-    return encoder["weights"] in (None, "")
+    return weights_source(mapping(mapping(config, "model"), "encoder")) == "random"
 
 
 def encoder_weights_text(encoder: dict) -> str:
     """What ``model.encoder`` of a run's config says the encoder's weights are."""
-    weights = encoder.get("weights")
-    if encoder.get("name") == BASELINE_ENCODER:
-        return "none (a MONAI baseline: no foundation encoder)"
-    if "weights" not in encoder:
-        return "not set in the config"
-    if weights in (None, ""):
-        return "random initialisation (model.encoder.weights: null), not pretrained"
-    if str(weights) in WEIGHTS_DESCRIPTIONS:
-        return f"{weights}: {WEIGHTS_DESCRIPTIONS[str(weights)]}"
-    return str(weights)
+    weights = str(encoder.get("weights"))
+    return {
+        "baseline": "none (a MONAI baseline: no foundation encoder)",
+        "unset": "not set in the config",
+        "random": "random initialisation (model.encoder.weights: null), not pretrained",
+        "packaged": f"{weights}: {WEIGHTS_DESCRIPTIONS.get(weights)}",
+    }.get(weights_source(encoder), weights)
 
 
 def weights_kind(encoder: dict) -> str:
     """The encoder's weights in a few words: random, a packaged name, a file, or a hub name."""
-    weights = encoder.get("weights")
-    if encoder.get("name") == BASELINE_ENCODER:
-        return "none (MONAI baseline)"
-    if "weights" not in encoder:
-        return "not set in the config"
-    if weights in (None, ""):
-        return RANDOM_WEIGHTS
-    text = str(weights)
-    if text in WEIGHTS_DESCRIPTIONS:
-        return f"{text} (packaged, trained)"
-    if "/" in text or Path(text).suffix:
-        return f"file {text}"
-    return f"{text} (hub name)"
+    weights = str(encoder.get("weights"))
+    return {
+        "baseline": "none (MONAI baseline)",
+        "unset": "not set in the config",
+        "random": RANDOM_WEIGHTS,
+        "packaged": f"{weights} (packaged, trained)",
+        "file": f"file {weights}",
+        "hub": f"{weights} (hub name)",
+    }[weights_source(encoder)]
 
 
 def headlines(collection: Collection, datasets: list[Dataset]) -> list[Headline]:
