@@ -82,14 +82,21 @@ def page_height(html: Path, width: int, browser: str, timeout: float = 120.0) ->
             f"--window-size={width},1000",
             copy.as_uri(),
         ]
-        try:
-            result = subprocess.run(
-                command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return None
+        result = _run(command, timeout)
+    if result is None:
+        return None
     match = _HEIGHT.search(result.stdout)
     return int(match.group(1)) if match else None
+
+
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    """Run Chromium, its output decoded as UTF-8 whatever the locale; None on a timeout."""
+    try:
+        return subprocess.run(
+            command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def render(
@@ -132,12 +139,9 @@ def render(
             f"--window-size={width},{height}",
             html.as_uri(),
         ]
-        try:
-            result = subprocess.run(
-                command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            raise RenderError(f"{browser} did not finish within {timeout:.0f} s") from None
+        result = _run(command, timeout)
+    if result is None:
+        raise RenderError(f"{browser} did not finish within {timeout:.0f} s")
     if not tmp.is_file() or tmp.stat().st_size == 0:
         tmp.unlink(missing_ok=True)
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
