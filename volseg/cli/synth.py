@@ -61,10 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from volseg.synth import SIZES, synthesize_glioma, synthesize_organs
-    from volseg.synth.output import check_folder, check_request, prepare_folder
+    from volseg.synth.output import check_folder, prepare_folder
+    from volseg.synth.shapes import check_request
 
     shape = tuple(args.shape) if args.shape else SIZES[args.size]
-    check_request(shape, args.cases)
+    check_request(args.cases, shape)
     datasets = {"both": ["organs", "glioma"]}.get(args.dataset, [args.dataset])
     folders = [args.out / name for name in datasets]
     for folder in folders:  # all checked before any is cleared

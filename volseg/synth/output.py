@@ -10,35 +10,10 @@ never touched.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
 from volseg.errors import VolsegError
 from volseg.io import output_folder
-
-# 512^3 float32 voxels are 0.5 GB; drawing a phantom holds several such arrays at once.
-MAX_VOXELS = 512**3
-MAX_SIDE = 2048
-
-
-def check_request(shape: Sequence[int], cases: int) -> None:
-    """Refuse a volume size or case count synth cannot draw, before anything is allocated.
-
-    Raises:
-        VolsegError: fewer than one case, a side under 8 voxels or over :data:`MAX_SIDE`, or
-            more than :data:`MAX_VOXELS` voxels per volume.
-    """
-    if cases < 1 or min(shape) < 8:
-        raise VolsegError("--cases must be >= 1 and every --shape size >= 8 voxels")
-    voxels = math.prod(int(s) for s in shape)
-    if max(shape) > MAX_SIDE or voxels > MAX_VOXELS:
-        size = " ".join(str(s) for s in shape)
-        raise VolsegError(
-            f"--shape {size} is {voxels:.3g} voxels per volume; synth draws at most "
-            f"{MAX_VOXELS:,} (512^3) with no side over {MAX_SIDE}; pick a smaller --shape "
-            "(the 'large' size is 512 512 150)"
-        )
 
 
 def check_folder(folder: str | Path, *, overwrite: bool = False) -> bool:

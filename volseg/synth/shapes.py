@@ -11,7 +11,8 @@ in physical space while exercising LPS/RAS and flipped-axis handling downstream.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -241,19 +242,32 @@ def partial_volume(image: np.ndarray, sigma_voxels: tuple[float, float, float]) 
     return ndimage.gaussian_filter(image, sigma_voxels, truncate=3.0, output=np.float32)
 
 
+# 512^3 float32 voxels are 0.5 GB; drawing a phantom holds several such arrays at once.
+MAX_VOXELS = 512**3
+MAX_SIDE = 2048
+
+
 def check_request(
-    cases: int, shape: tuple[int, int, int], minimum: int = 8
+    cases: int, shape: Sequence[int], minimum: int = 8
 ) -> tuple[int, int, int]:
-    """Validate a dataset request; returns the shape as a tuple of ints.
+    """Validate a dataset request before anything is allocated; returns the shape as ints.
 
     Raises:
-        VolsegError: fewer than one case, or a shape that is not 3 sizes >= ``minimum``.
+        VolsegError: fewer than one case, a shape that is not 3 sizes >= ``minimum``, a side
+            over :data:`MAX_SIDE` or more than :data:`MAX_VOXELS` voxels per volume.
     """
     if int(cases) < 1:
         raise VolsegError(f"synth: cases must be >= 1, got {cases}")
     sizes = tuple(int(s) for s in shape)
     if len(sizes) != 3 or min(sizes) < minimum:
         raise VolsegError(f"synth: shape must be 3 sizes >= {minimum} voxels, got {sizes}")
+    voxels = math.prod(sizes)
+    if max(sizes) > MAX_SIDE or voxels > MAX_VOXELS:
+        raise VolsegError(
+            f"--shape {' '.join(map(str, sizes))} is {voxels:.3g} voxels per volume; synth "
+            f"draws at most {MAX_VOXELS:,} (512^3) with no side over {MAX_SIDE}; pick a "
+            "smaller --shape (the 'large' size is 512 512 150)"
+        )
     return sizes[0], sizes[1], sizes[2]
 
 
