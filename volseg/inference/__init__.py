@@ -28,9 +28,10 @@ _EXPORTS = {
     "Predictor": "predict",
     "SegmentationResult": "predict",
     "StepTimer": "predict",
-    "as_predictor": "predict",
-    "predict_grade": "predict",
-    "predict_volume": "predict",
+    "PreparedCase": "results",
+    "as_predictor": "api",
+    "predict_grade": "api",
+    "predict_volume": "api",
     "segment_probabilities": "window",
     "sliding_window_logits": "window",
 }

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from volseg.errors import VolsegError
+from volseg.inference.api import as_predictor
 from volseg.inference.cases import CaseSpec, check_request, discover_cases
 from volseg.inference.ensemble import Ensemble
 from volseg.inference.memory import peak_memory
@@ -57,7 +58,6 @@ from volseg.inference.predict import (
     Predictor,
     SegmentationResult,
     StepTimer,
-    as_predictor,
 )
 from volseg.inference.tables import (
     STEPS,

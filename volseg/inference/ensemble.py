@@ -21,7 +21,7 @@ from volseg.errors import VolsegError
 from volseg.inference.case_input import Source
 from volseg.inference.options import InferenceOptions
 from volseg.inference.predict import Predictor
-from volseg.inference.results import GradeResult, SegmentationResult, StepTimer
+from volseg.inference.results import GradeResult, PreparedCase, SegmentationResult, StepTimer
 
 __all__ = ["Ensemble"]
 
@@ -90,15 +90,33 @@ class Ensemble:
         Arguments and errors as for :meth:`Predictor.predict`; the timer sums the members'
         seconds per step.
         """
-        first = self.members[0]
-        timer = timer or StepTimer(first.device)
-        case = first.read(sources, mask=mask, timer=timer)
+        timer = timer or StepTimer(self.members[0].device)
+        prepared = self.prepare(sources, mask=mask, timer=timer)
+        return self.run(prepared, timer=timer, probabilities=probabilities)
+
+    def prepare(
+        self,
+        sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
+        *,
+        mask: Source | None = None,
+        timer: StepTimer,
+    ) -> PreparedCase:
+        """Read the case once and preprocess it as each member's checkpoint says."""
+        case = self.members[0].read(sources, mask=mask, timer=timer)
+        return PreparedCase(case, [m.preprocess(case, timer) for m in self.members])
+
+    def run(
+        self, prepared: PreparedCase, *, timer: StepTimer, probabilities: bool = False
+    ) -> SegmentationResult | GradeResult:
+        """Every member on a case from :meth:`prepare`, combined."""
+        first, case = self.members[0], prepared.case
+        pairs = list(zip(self.members, prepared.data, strict=True))
         if self.task == "segmentation":
-            total = first.probabilities(case, timer)
-            for member in self.members[1:]:
-                total += member.probabilities(case, timer)
+            total = first.probabilities(case, prepared.data[0], timer)
+            for member, data in pairs[1:]:
+                total += member.probabilities(case, data, timer).to(total.device)
             return first.label(case, total / len(self.members), timer, probabilities)
-        return _combine_grades([m.grade(case, timer) for m in self.members], first)
+        return _combine_grades([m.grade(case, data, timer) for m, data in pairs], first)
 
 
 def _check_compatible(first: Predictor, other: Predictor) -> None:

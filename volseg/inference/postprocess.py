@@ -1,16 +1,29 @@
 """After the network: probabilities to label values, largest components, slice maps.
 
 Everything here works on arrays of one case and knows nothing of models or files.
+
+A label map is made where the probabilities lie (the GPU when they were stitched there) and
+only it reaches the host, one byte per voxel: :func:`input_class_index` takes the argmax on
+the preprocessed grid and moves the index map back when no preprocessing step resampled (the
+default: RAS orientation and a foreground crop), and otherwise takes the probabilities back a
+few classes at a time, keeping a running argmax. Full probabilities on the input grid are made
+only when asked for (``--save-probs``, ensembles).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Compose
 from scipy import ndimage
 from torch import Tensor
+
+from volseg.data.invert import invert_prediction, voxel_map
+
+CLASS_CHUNK = 4  # classes taken back through a resampling inverse at once
 
 
 def class_labels(probabilities: Tensor | np.ndarray, label_values: Sequence[int]) -> np.ndarray:
@@ -23,10 +36,75 @@ def class_labels(probabilities: Tensor | np.ndarray, label_values: Sequence[int]
     Returns:
         ``(X, Y, Z)`` uint8 (uint16 if a value exceeds 255) label map.
     """
-    index = torch.as_tensor(probabilities).argmax(dim=0).numpy()
+    return to_label_values(torch.as_tensor(probabilities).argmax(dim=0), label_values)
+
+
+def to_label_values(index: Tensor | np.ndarray, label_values: Sequence[int]) -> np.ndarray:
+    """A class index map (any device) -> label values on the host, uint8 (uint16 above 255)."""
+    index = torch.as_tensor(index).cpu().numpy()
     values = np.asarray(label_values, dtype=np.int64)
     dtype = np.uint8 if values.max(initial=0) <= 255 else np.uint16
     return values.astype(dtype)[index]
+
+
+def input_class_index(
+    probabilities: Tensor,
+    data: Mapping[Hashable, Any],
+    transforms: Compose,
+    key: str = "image",
+    *,
+    chunk: int = CLASS_CHUNK,
+) -> Tensor:
+    """The argmax class of every input voxel, computed on the probabilities' device.
+
+    Gives what :func:`~volseg.data.invert.invert_prediction` of the probabilities, background
+    set to 1 minus the others where the crop removed voxels, then an argmax would give,
+    without making the ``K`` input-sized volumes:
+
+    - no resampling step (:func:`~volseg.data.invert.voxel_map`): argmax on the preprocessed
+      grid, and the index map moved back (cropped voxels are class 0);
+    - otherwise: the probabilities go back ``chunk`` classes at a time (linear interpolation,
+      as recorded); a running maximum over classes ``1..K-1`` and the running sum decide
+      against the background, which wins ties, as ``argmax`` picks the first maximum.
+
+    Args:
+        probabilities: ``(K, X', Y', Z')`` on the grid of ``data[key]``; class 0 is background.
+        data: the preprocessed (validation pipeline) dict.
+        transforms: that pipeline.
+        key: the key whose recorded steps are undone.
+        chunk: classes inverted at once in the resampling case (memory vs. calls).
+
+    Returns:
+        ``(X, Y, Z)`` uint8 (int32 beyond 256 classes) class indices on the input grid, on the
+        device of ``probabilities``.
+    """
+    k = int(probabilities.shape[0])
+    dtype = torch.uint8 if k <= 256 else torch.int32
+    moves = voxel_map(data[key])
+    if moves is not None:
+        return moves.to_input(probabilities.argmax(dim=0, keepdim=True).to(dtype))[0]
+
+    def back(first: int, last: int) -> Tensor:
+        part = invert_prediction(probabilities[first:last], data, transforms, key, nearest=False)
+        return part.as_tensor() if hasattr(part, "as_tensor") else part
+
+    background = back(0, 1)[0]
+    total = background.clone()
+    best = index = None
+    for first in range(1, k, max(int(chunk), 1)):
+        part = back(first, min(first + chunk, k))
+        total += part.sum(dim=0)
+        value, arg = part.max(dim=0)
+        arg = (arg + first).to(dtype)
+        if best is None:
+            best, index = value, arg
+        else:  # an earlier class wins a tie, as in argmax
+            better = value > best
+            best, index = torch.where(better, value, best), torch.where(better, arg, index)
+    if best is None:  # one class only
+        return torch.zeros(background.shape, dtype=dtype, device=background.device)
+    background += (1 - total).clamp_min(0)
+    return torch.where(best > background, index, torch.zeros_like(index))
 
 
 def keep_largest_component(labels: np.ndarray, *, background: int = 0) -> np.ndarray:

@@ -6,7 +6,11 @@ validation all go through it or through :func:`segment_probabilities`.
 
 Options live in :mod:`volseg.inference.options`, what a case is given as in
 :mod:`volseg.inference.case_input`, the results in :mod:`volseg.inference.results`; all are
-re-exported here. Several runs predict together through :mod:`volseg.inference.ensemble`.
+re-exported here. Several runs predict together through :mod:`volseg.inference.ensemble`;
+one-call helpers (:func:`~volseg.inference.api.predict_volume`) live in
+:mod:`volseg.inference.api`. :meth:`Predictor.prepare` reads and preprocesses a case (host
+work), :meth:`Predictor.run` runs the network on it (device work), so a cohort can prepare
+the next case while the current one runs.
 
 - **Reading and preprocessing** are the validation pipeline of
   :func:`volseg.data.transforms.build_transforms` (``train=False``) built from the checkpoint's
@@ -14,10 +18,12 @@ re-exported here. Several runs predict together through :mod:`volseg.inference.e
   loader keeps the image it read (``data["reference"]``): outputs get its grid and header.
   Users never re-type it.
 - **Segmentation**: slab sliding windows with the encoder run once per slice
-  (:mod:`volseg.inference.window`), optional mirror TTA, softmax, then the probabilities are
-  taken back to the input grid with :func:`~volseg.data.invert.invert_prediction`, argmaxed
-  and mapped to label values (only those of ``roi_subset``, if given). The label map carries
-  the input image's exact geometry.
+  (:mod:`volseg.inference.window`), optional mirror TTA, softmax; the argmax is taken where
+  the probabilities lie and only the class index map goes back to the input grid and the host
+  (:func:`~volseg.inference.postprocess.input_class_index`), mapped to label values (only those
+  of ``roi_subset``, if given). Full probabilities on the input grid
+  (:func:`~volseg.data.invert.invert_prediction`) are made for ``--save-probs`` and ensembles.
+  The label map carries the input image's exact geometry.
 - **Grading** (:mod:`volseg.inference.grading`, which training validation calls too): each
   present modality is encoded once over the whole volume and the MIL head runs once; no
   windows (the head pools over all slices, so a window would change the answer).
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +50,12 @@ from volseg.errors import VolsegError
 from volseg.inference.case_input import Source, case_data
 from volseg.inference.grading import grade_logits, grade_result, present_modalities
 from volseg.inference.options import InferenceOptions
-from volseg.inference.postprocess import class_labels, keep_largest_component
-from volseg.inference.results import GradeResult, SegmentationResult, StepTimer
+from volseg.inference.postprocess import (
+    input_class_index,
+    keep_largest_component,
+    to_label_values,
+)
+from volseg.inference.results import GradeResult, PreparedCase, SegmentationResult, StepTimer
 from volseg.inference.roi import keep_labels, roi_values
 from volseg.inference.window import segment_probabilities
 from volseg.io import Image
@@ -58,19 +68,14 @@ from volseg.models.checkpoint import (
 from volseg.models.slicing import slice_dim
 from volseg.runtime import resolve_precision
 
-if TYPE_CHECKING:
-    from volseg.inference.ensemble import Ensemble
-
 __all__ = [
     "GradeResult",
     "InferenceOptions",
+    "PreparedCase",
     "Predictor",
     "SegmentationResult",
     "Source",
     "StepTimer",
-    "as_predictor",
-    "predict_grade",
-    "predict_volume",
 ]
 
 
@@ -177,7 +182,7 @@ class Predictor:
         timer: StepTimer | None = None,
         probabilities: bool = False,
     ) -> SegmentationResult | GradeResult:
-        """Predict one case from its files or in-memory images.
+        """Predict one case from its files or in-memory images: :meth:`prepare`, then :meth:`run`.
 
         Args:
             sources: one volume (a file, DICOM folder or :class:`~volseg.io.Image`; for several
@@ -193,10 +198,35 @@ class Predictor:
             VolsegError: unreadable input, wrong modality count, grids that differ.
         """
         timer = timer or StepTimer(self.device)
+        prepared = self.prepare(sources, mask=mask, timer=timer)
+        return self.run(prepared, timer=timer, probabilities=probabilities)
+
+    def prepare(
+        self,
+        sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
+        *,
+        mask: Source | None = None,
+        timer: StepTimer,
+    ) -> PreparedCase:
+        """Read and preprocess a case (host work only; a cohort does it for the next case
+        while the device runs the current one)."""
         case = self.read(sources, mask=mask, timer=timer)
-        if self.task == "segmentation":
-            return self.label(case, self.probabilities(case, timer), timer, probabilities)
-        return self.grade(case, timer)
+        return PreparedCase(case, [self.preprocess(case, timer)])
+
+    def run(
+        self, prepared: PreparedCase, *, timer: StepTimer, probabilities: bool = False
+    ) -> SegmentationResult | GradeResult:
+        """The network and post-processing of a case from :meth:`prepare`."""
+        case, data = prepared.case, prepared.data[0]
+        if self.task != "segmentation":
+            return self.grade(case, data, timer)
+        if probabilities:
+            return self.label(case, self.probabilities(case, data, timer), timer, True)
+        probs = self.network(data, timer)
+        with timer("postprocess"):
+            index = input_class_index(probs[0], data, self.transforms)
+            self._check_grid(index.shape, case)
+            return self.finish(case, index, int(probs.shape[1]), timer)
 
     def read(
         self,
@@ -209,7 +239,7 @@ class Predictor:
 
         Returns:
             The loaded data dict (``image``, ``presence``, ``reference``, ``mask``), which
-            :meth:`probabilities` and :meth:`grade` preprocess; an ensemble reads it once.
+            :meth:`preprocess` takes on; an ensemble reads it once.
         """
         with timer("read"):
             segmentation = self.task == "segmentation"
@@ -227,18 +257,13 @@ class Predictor:
             fresh = {k: v.clone() if isinstance(v, MetaTensor) else v for k, v in case.items()}
             return self.transforms(fresh, start=LOAD_STEPS)
 
-    def probabilities(self, case: dict[str, Any], timer: StepTimer) -> torch.Tensor:
-        """Class probabilities ``(K, X, Y, Z)`` float32 on the CPU, on the input's grid.
-
-        Voxels the foreground crop removed are background with probability 1, so every
-        voxel's probabilities sum to 1 (an ensemble may average them).
-        """
-        data = self.preprocess(case, timer)
-        image = data["image"].as_tensor()[None]
+    def network(self, data: dict[str, Any], timer: StepTimer) -> torch.Tensor:
+        """Softmax probabilities ``(1, K, X', Y', Z')`` on the preprocessed grid, float32 on
+        the stitch device (default the model's)."""
         o = self.options
-        probs = segment_probabilities(
+        return segment_probabilities(
             self.model,
-            image,
+            data["image"].as_tensor()[None],
             roi_slices=o.roi_slices or None,
             overlap=float(o.overlap),
             sw_batch_size=int(o.sw_batch_size),
@@ -249,34 +274,59 @@ class Predictor:
             amp=o.amp,
             timer=timer,
         )
+
+    def probabilities(
+        self, case: dict[str, Any], data: dict[str, Any], timer: StepTimer
+    ) -> torch.Tensor:
+        """Class probabilities ``(K, X, Y, Z)`` float32 on the input's grid, on the stitch
+        device (``data`` is the case preprocessed by :meth:`preprocess`).
+
+        Voxels the foreground crop removed are background with probability 1, so every
+        voxel's probabilities sum to 1 (an ensemble may average them).
+        """
+        probs = self.network(data, timer)
         with timer("postprocess"):
-            probs = invert_prediction(probs[0].cpu(), data, self.transforms).as_tensor()
-            if tuple(probs.shape[1:]) != case[REFERENCE_KEY].shape:
-                raise RuntimeError(
-                    f"inverted prediction {tuple(probs.shape)} does not fit the input grid "
-                    f"{case[REFERENCE_KEY].shape}"
-                )
+            probs = invert_prediction(probs[0], data, self.transforms).as_tensor()
+            self._check_grid(probs.shape[1:], case)
             probs[0] += (1 - probs.sum(dim=0)).clamp_min(0)
         return probs
 
     def label(
         self, case: dict[str, Any], probs: torch.Tensor, timer: StepTimer, keep_probs: bool = False
     ) -> SegmentationResult:
-        """Argmax to label values, largest components and ``roi_subset`` as options say."""
+        """Argmax of input-grid probabilities, then :meth:`finish`; the probabilities come to
+        the host (float16) only with ``keep_probs``."""
         with timer("postprocess"):
-            values = self.label_values or list(range(probs.shape[0]))
-            labels = class_labels(probs, values)
+            out = probs.cpu().numpy().astype(np.float16) if keep_probs else None
+            result = self.finish(case, probs.argmax(dim=0), int(probs.shape[0]), timer)
+        return SegmentationResult(result.labels, out)
+
+    def finish(
+        self, case: dict[str, Any], index: torch.Tensor, num_classes: int, timer: StepTimer
+    ) -> SegmentationResult:
+        """Class indices on the input grid (any device) -> label values on the host, largest
+        components and ``roi_subset`` as options say, with the input image's geometry."""
+        with timer("postprocess"):
+            values = self.label_values or list(range(num_classes))
+            labels = to_label_values(index, values)
             if self.options.keep_largest:
                 labels = keep_largest_component(labels, background=values[0])
             if self.roi_values is not None:
                 labels = keep_labels(labels, self.roi_values, background=0)
-            out = probs.numpy().astype(np.float16) if keep_probs else None
         reference = case[REFERENCE_KEY]
-        return SegmentationResult(Image(labels, reference.geometry, header=reference.header), out)
+        return SegmentationResult(Image(labels, reference.geometry, header=reference.header))
 
-    def grade(self, case: dict[str, Any], timer: StepTimer) -> GradeResult:
-        """Grade a case read by :meth:`read` (missing modalities are left out)."""
-        data = self.preprocess(case, timer)
+    @staticmethod
+    def _check_grid(shape: Sequence[int], case: dict[str, Any]) -> None:
+        if tuple(shape) != case[REFERENCE_KEY].shape:
+            raise RuntimeError(
+                f"inverted prediction {tuple(shape)} does not fit the input grid "
+                f"{case[REFERENCE_KEY].shape}"
+            )
+
+    def grade(self, case: dict[str, Any], data: dict[str, Any], timer: StepTimer) -> GradeResult:
+        """Grade a case (read by :meth:`read`, ``data`` preprocessed by :meth:`preprocess`);
+        missing modalities are left out."""
         present = present_modalities(self.modalities, case["presence"])
         mask = data.get("mask")
         out = grade_logits(
@@ -299,96 +349,3 @@ class Predictor:
                 slice_dim=slice_dim(self.config.model.encoder.slice_axis),
                 top_slices=self.options.top_slices,
             )
-
-
-def as_predictor(
-    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
-    *,
-    options: InferenceOptions | None = None,
-    config: Config | None = None,
-    modalities: Sequence[str] | None = None,
-) -> Predictor | Ensemble:
-    """A :class:`Predictor` from a predictor, checkpoint (file, run folder, dict) or model.
-
-    A bare model takes its preprocessing from ``config`` (default: :class:`Config`'s defaults
-    with the model's task), its modalities from ``modalities`` (default: ``image``), class
-    ``i`` is written as label value ``i``. A given predictor is returned as it is, or with
-    ``options`` swapped in. A list or tuple of several checkpoints gives an
-    :class:`~volseg.inference.ensemble.Ensemble` (probabilities averaged).
-    """
-    from volseg.inference.ensemble import Ensemble
-    from volseg.models import GradingModel
-
-    if isinstance(model, list | tuple):
-        if len(model) != 1:
-            return Ensemble([as_predictor(m, options=options) for m in model])
-        model = model[0]
-    if isinstance(model, Predictor | Ensemble):
-        if options is not None:
-            model.set_options(options)
-        return model
-    if isinstance(model, nn.Module):
-        grading = isinstance(model, GradingModel)
-        if config is None:
-            config = Config()
-            config.model.task = "classification" if grading else "segmentation"
-        names = list(model.modalities) if grading else list(modalities or ["image"])
-        return Predictor(model, config, modalities=names, options=options)
-    return Predictor.from_checkpoint(model, options)
-
-
-def predict_volume(
-    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
-    image: Source | Sequence[Source | None] | Mapping[str, Source | None],
-    *,
-    options: InferenceOptions | None = None,
-    config: Config | None = None,
-) -> Image:
-    """Segment one volume and return its label map on the input's exact grid.
-
-    Args:
-        model: a checkpoint file or run folder, a loaded checkpoint dict, a :class:`Predictor`,
-            a list of checkpoints (an ensemble), or a bare segmentation model (preprocessed
-            with ``config``, see :func:`as_predictor`).
-        image: an :class:`~volseg.io.Image`, a file or DICOM folder, or one per modality.
-        options: window, TTA and device settings; None: the checkpoint config's.
-        config: preprocessing for a bare model.
-
-    Returns:
-        The label map (uint8/uint16, the checkpoint's label values) with ``image``'s geometry
-        and header; write it with :func:`volseg.io.write_like` or ``write_image``.
-
-    Raises:
-        VolsegError: a grading model (use :func:`predict_grade`), or a bad input.
-    """
-    names = None
-    if isinstance(image, Image) and image.num_channels > 1:
-        names = [f"channel{i}" for i in range(image.num_channels)]
-    elif isinstance(image, Sequence) and not isinstance(image, str):
-        names = [f"channel{i}" for i in range(len(image))]
-    predictor = as_predictor(model, options=options, config=config, modalities=names)
-    if predictor.task != "segmentation":
-        raise VolsegError("predict_volume needs a segmentation model; use predict_grade")
-    result = predictor.predict(image)
-    assert isinstance(result, SegmentationResult)
-    return result.labels
-
-
-def predict_grade(
-    model: Predictor | Ensemble | nn.Module | str | Path | Mapping[str, Any] | Sequence[Any],
-    images: Source | Sequence[Source | None] | Mapping[str, Source | None],
-    *,
-    mask: Source | None = None,
-    options: InferenceOptions | None = None,
-) -> GradeResult:
-    """Grade one case (see :class:`GradeResult`); ``images`` as in :meth:`Predictor.predict`.
-
-    Raises:
-        VolsegError: a segmentation model, or a bad input.
-    """
-    predictor = as_predictor(model, options=options)
-    if predictor.task == "segmentation":
-        raise VolsegError("predict_grade needs a grading model; use predict_volume")
-    result = predictor.predict(images, mask=mask)
-    assert isinstance(result, GradeResult)
-    return result

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,19 @@ class StepTimer:
     def _sync(self) -> None:
         if self.device is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class PreparedCase:
+    """A case read and preprocessed, ready for the network (``Predictor.prepare``).
+
+    Attributes:
+        case: the loaded data dict (``image``, ``presence``, ``reference``, ``mask``).
+        data: the case preprocessed, once per ensemble member (one for a single model).
+    """
+
+    case: dict[str, Any]
+    data: list[dict[str, Any]]
 
 
 @dataclass
