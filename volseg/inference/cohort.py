@@ -24,6 +24,10 @@ cases after a table that could not be written. ``skip_existing`` skips a case on
 outputs read back completely. Under ``torchrun`` (``WORLD_SIZE > 1``) rank ``r`` takes cases
 ``r::WORLD_SIZE`` and writes ``timings_rank{r}.csv`` (and ``predictions_rank{r}.json``); after
 a barrier rank 0 merges them into the tables above.
+
+With ``prefetch`` (default: on for a CUDA device) a background thread reads and preprocesses
+the next case while the current one runs (:mod:`volseg.inference.prefetch`); the outputs and
+tables are the same as without it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,7 @@ from volseg.inference.predict import (
     SegmentationResult,
     StepTimer,
 )
+from volseg.inference.prefetch import Staged, prefetch_wanted, prefetched, stage_case
 from volseg.inference.tables import (
     STEPS,
     TABLE_NAMES,
@@ -120,6 +125,7 @@ def predict_cohort(
     output_format: str = "nii.gz",
     skip_existing: bool = False,
     progress: bool = True,
+    prefetch: bool | None = None,
 ) -> CohortResult:
     """Predict every case of ``inputs`` into ``output`` (see the module docstring).
 
@@ -138,6 +144,12 @@ def predict_cohort(
         skip_existing: keep cases whose outputs already exist and read back whole (resume a
             cohort).
         progress: show a progress bar (rank 0).
+        prefetch: read and preprocess the next case on a background thread while the current
+            one runs (one case ahead); None: on when the model runs on CUDA. A case's
+            ``total`` is then still its own seconds: its preparation (timed on that thread)
+            plus its turn on the main thread, less any wait there for the preparation to
+            finish; the sum of ``total`` over cases exceeds the run's wall time by the
+            overlap gained.
 
     Returns:
         The :class:`CohortResult`; its ``exit_code`` is 1 if any case failed or the tables
@@ -185,12 +197,23 @@ def predict_cohort(
     records: list[dict[str, Any]] = []
     table_rank = rank if world > 1 else None
     problem = ""
+    background = prefetch_wanted(prefetch, predictor.device)
+    log.debug("prefetch %s", "on" if background else "off")
+
+    def done(spec: CaseSpec) -> bool:
+        return skip_existing and _done(predictor, spec, output, save_probs, output_format, previous)
+
+    def stage(spec: CaseSpec) -> Staged:  # the CPU timer on the thread: it never syncs CUDA
+        timer = StepTimer(None if background else predictor.device)
+        return stage_case(predictor, spec, done=done, timer=timer)
+
+    mine = cases[rank::world]
     with _progress(progress and rank == 0) as bar:
-        task = bar.add_task("predicting", total=len(cases[rank::world]))
-        for spec in cases[rank::world]:
+        task = bar.add_task("predicting", total=len(mine))
+        for spec, take in prefetched(stage, mine, background=background):
             bar.update(task, description=spec.id)
             row, record = _run_case(
-                predictor, spec, output, save_probs, output_format, skip_existing, previous
+                predictor, spec, take, output, save_probs, output_format, previous
             )
             if row["status"] == "failed":
                 bar.console.print(f"[red]failed[/red] {spec.id}: {row['error']}")
@@ -214,33 +237,32 @@ def predict_cohort(
 def _run_case(
     predictor: Predictor,
     spec: CaseSpec,
+    take: Callable[[], Staged],
     output: Path,
     save_probs: bool,
     output_format: str,
-    skip_existing: bool,
     previous: Mapping[str, dict[str, Any]],
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Predict and write one case; a failure becomes a ``failed`` row, not an exception."""
+    """Predict and write one case; a failure becomes a ``failed`` row, not an exception.
+
+    ``take()`` gives the case skipped or prepared: prepared there and then, or by the
+    background thread (waited for). ``total`` leaves that wait out and adds the preparation's
+    own seconds, so it means the same with and without prefetch.
+    """
     row: dict[str, Any] = {"case_id": spec.id, "status": "ok", "error": ""}
     labels_path, probs_path = output_paths(spec, output, output_format)
-    grading = predictor.task != "segmentation"
-    if skip_existing:
-        done = (
-            spec.id in previous
-            if grading
-            else _complete(labels_path) and (not save_probs or _complete(probs_path))
-        )
-        if done:
-            row["status"] = "skipped"
-            return row, dict(previous[spec.id]) if grading else None
     timer = StepTimer(predictor.device)
-    record = None
+    record, staged, waited = None, Staged(), 0.0
     start = time.perf_counter()
     try:
         with peak_memory(predictor.device) as peak:
-            result = predictor.predict(
-                spec.sources, mask=spec.mask, timer=timer, probabilities=save_probs
-            )
+            staged = take()
+            waited = time.perf_counter() - start
+            if staged.skipped:
+                row["status"] = "skipped"
+                grading = predictor.task != "segmentation"
+                return row, dict(previous[spec.id]) if grading else None
+            result = predictor.run(staged.pop(), timer=timer, probabilities=save_probs)
         row["peak_memory_mb"] = round(peak["mb"], 1)
         with timer("write"):
             if isinstance(result, SegmentationResult):
@@ -260,9 +282,25 @@ def _run_case(
         log.info("case %s failed: %s", spec.id, row["error"])
         log.debug("case %s traceback:\n%s", spec.id, traceback.format_exc())
     for step in STEPS:
-        row[step] = round(timer.seconds.get(step, 0.0), 3)
-    row["total"] = round(time.perf_counter() - start, 3)
+        seconds = timer.seconds.get(step, 0.0) + staged.timer.seconds.get(step, 0.0)
+        row[step] = round(seconds, 3)
+    row["total"] = round(staged.seconds + time.perf_counter() - start - waited, 3)
     return row, record
+
+
+def _done(
+    predictor: Predictor,
+    spec: CaseSpec,
+    output: Path,
+    save_probs: bool,
+    output_format: str,
+    previous: Mapping[str, dict[str, Any]],
+) -> bool:
+    """Whether ``skip_existing`` keeps the case: its outputs (or grade) exist and read back."""
+    if predictor.task != "segmentation":
+        return spec.id in previous
+    labels_path, probs_path = output_paths(spec, output, output_format)
+    return _complete(labels_path) and (not save_probs or _complete(probs_path))
 
 
 def _complete(path: Path) -> bool:
