@@ -8,7 +8,7 @@ import torch
 from tests.models.test_heads import assert_all_grads
 from volseg.config import Config, load_config
 from volseg.models import build_model
-from volseg.models.pyramid_head import PyramidHead3D
+from volseg.models.pyramid_head import PyramidHead3D, _InPlane
 from volseg.models.registry import count_parameters
 from volseg.models.slicing import feature_grid
 
@@ -70,3 +70,29 @@ def test_default_segmentation_head_is_light_on_vit_b_features():
         768 * blocks, 5, channels=cfg.model.head.channels, depth=cfg.model.head.depth
     )
     assert count_parameters(vit_b) <= 5_000_000
+
+
+@pytest.mark.parametrize("anisotropic", [True, False])
+@pytest.mark.parametrize("slice_axis", ["axial", "coronal", "sagittal"])
+def test_inference_layout_gives_the_training_path_logits(slice_axis, anisotropic, monkeypatch):
+    """No gradients: the slices-first layout, same weights, same logits, no stacked 2D path."""
+    torch.manual_seed(1)
+    image_shape = (23, 17, 9)
+    head = PyramidHead3D(
+        F, 3, image_channels=2, channels=4, depth=2, slice_axis=slice_axis,
+        anisotropic=anisotropic, input_size=None,
+    ).eval()  # fmt: skip
+    features = torch.randn(2, F, *feature_grid(image_shape, slice_axis, 14, None))
+    image = torch.randn(2, 2, *image_shape)
+    trained = head(features, image).detach()
+    with torch.no_grad():
+        head.slices_first = False
+        torch.testing.assert_close(head(features, image), trained, atol=1e-6, rtol=1e-6)
+        head.slices_first = True
+        stacked = []  # the stacked-slices path; only the token projection may take it
+        plain = _InPlane.forward
+        monkeypatch.setattr(_InPlane, "forward", lambda m, x: stacked.append(m) or plain(m, x))
+        fast = head(features, image)
+    assert stacked == [head.project[0]]
+    assert fast.shape == trained.shape
+    torch.testing.assert_close(fast, trained, atol=1e-5, rtol=1e-5)
