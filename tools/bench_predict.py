@@ -1,7 +1,7 @@
 """Time ``volseg predict`` on a realistic-size synthetic CT and print where the time goes.
 
 Makes a 512x512x150 abdominal CT phantom (:func:`volseg.synth.make_organ_case`), a ViT-S/14
-(DINOv2 architecture, random weights) + seg3d checkpoint, runs the cohort prediction that
+(DINOv2 architecture, random weights) + default-head checkpoint, runs the cohort prediction that
 ``volseg predict`` runs, and prints ``timings.csv``. Random weights cost exactly what trained
 ones do; nothing is downloaded. The figures in docs/PERFORMANCE.md come from::
 
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, python {platform.python_version()}"
     )
     print(
-        f"model: {args.encoder} (random weights) + seg3d, {len(ORGAN_LABELS)} classes; "
+        f"model: {args.encoder} (random weights) + {config.model.head.name} head, "
+        f"{len(ORGAN_LABELS)} classes, encoder input size {config.model.encoder.input_size}; "
         f"window {args.roi_slices or config.data.slab} slices, overlap "
         f"{config.inference.overlap}, sw_batch_size {config.inference.sw_batch_size}"
     )
