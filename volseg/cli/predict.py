@@ -153,9 +153,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     win.add_argument(
         "--chunk",
-        type=int,
-        metavar="N",
-        help="slices per encoder call; lower it to save memory (default model.encoder.chunk)",
+        metavar="N|auto",
+        help="slices per ViT call, or auto (from free GPU memory)",
     )
 
     post = p.add_argument_group("test-time augmentation and post-processing")
@@ -197,6 +196,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "output in host memory (default the model's device)",
     )
     dev.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the ViT blocks (the first case compiles)",
+    )
+    dev.add_argument(
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
         default="auto",
@@ -234,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         amp=args.amp,
         device=args.device,
         chunk=args.chunk,
+        compile=args.compile,
         top_slices=args.top_slices,
         roi_subset=args.roi_subset,
     )

@@ -82,7 +82,9 @@ class EncoderConfig:
         last_n: number of final transformer blocks trained when ``mode`` is ``last_n``.
         lora: adapter settings when ``mode`` is ``lora``.
         slice_axis: slicing direction in RAS: ``axial`` (z), ``coronal`` (y), ``sagittal`` (x).
-        chunk: slices per encoder forward call; lower it to save GPU memory.
+        chunk: slices per encoder forward call, or ``auto``: sized from free GPU memory when
+            no gradient flows through the ViT (inference, feature caching), else 32; an int
+            bounds memory (lower it to save GPU memory). Never changes the features.
         input_size: pixels of the longer in-plane side of every slice as the ViT sees it
             (bilinear resize, aspect kept, padded to a multiple of the patch size): e.g. 224
             (16 x 16 tokens), 448, 518; ``native`` encodes each slice at its preprocessed size.
@@ -101,7 +103,7 @@ class EncoderConfig:
     last_n: int = 2
     lora: LoraConfig = field(default_factory=LoraConfig)
     slice_axis: Literal["axial", "coronal", "sagittal"] = "axial"
-    chunk: int = 32
+    chunk: int | Literal["auto"] = "auto"
     input_size: int | Literal["native"] = 224
     layers: list[int] | None = None
     fusion: Literal["mean", "concat", "stack"] = "mean"
@@ -275,7 +277,13 @@ def validate_config(cfg: Config) -> None:
         (enc.lora.rank >= 1, "model.encoder.lora.rank", enc.lora.rank, ">= 1"),
         (enc.lora.alpha > 0, "model.encoder.lora.alpha", enc.lora.alpha, "> 0"),
         (0 <= enc.lora.dropout < 1, "model.encoder.lora.dropout", enc.lora.dropout, "in [0, 1)"),
-        (enc.chunk >= 1, "model.encoder.chunk", enc.chunk, ">= 1"),
+        (
+            enc.chunk == "auto"
+            or (isinstance(enc.chunk, int) and not isinstance(enc.chunk, bool) and enc.chunk >= 1),
+            "model.encoder.chunk",
+            enc.chunk,
+            "auto or an int >= 1",
+        ),
         (
             enc.input_size == "native" or enc.input_size >= 14,
             "model.encoder.input_size",

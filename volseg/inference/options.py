@@ -38,7 +38,11 @@ class InferenceOptions:
         stitch_device: device of the stitched output, e.g. ``cpu``; None: the model's device.
         amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (:mod:`volseg.runtime`).
         device: model device; None: ``cuda`` when available, else ``cpu``.
-        chunk: slices per encoder call (memory only); None: the config's ``encoder.chunk``.
+        chunk: slices per encoder call (memory and speed only), or ``auto`` (sized from free GPU
+            memory; 32 on CPU); a string of digits as typed after ``--chunk`` becomes an int;
+            None: the config's ``encoder.chunk``.
+        compile: ``torch.compile`` the encoder's ViT blocks (compiles once per process, in the
+            first case; pays on long cohorts; see :mod:`volseg.models.throughput`).
         top_slices: most-attended slices reported per modality (grading).
         roi_subset: label names to write (segmentation), or one comma-separated string; the
             other labels become background.
@@ -55,7 +59,8 @@ class InferenceOptions:
     stitch_device: str | None = None
     amp: str = "auto"
     device: str | None = None
-    chunk: int | None = None
+    chunk: int | str | None = None
+    compile: bool = False
     top_slices: int = 3
     roi_subset: tuple[str, ...] | None = None
 
@@ -64,13 +69,14 @@ class InferenceOptions:
 
         Raises:
             VolsegError: an unknown or absent device, overlap outside [0, 1), a window batch,
-                chunk or top-slice count below 1, negative ``roi_slices``, an unknown blend
-                or AMP mode.
+                chunk or top-slice count below 1 (or a chunk neither a number nor ``auto``),
+                negative ``roi_slices``, an unknown blend or AMP mode.
         """
         _check_range("--overlap", self.overlap, 0, 1, "in [0, 1)", below=True)
         _check_range("--sw-batch-size", self.sw_batch_size, 1, None, ">= 1")
         _check_range("--roi-slices", self.roi_slices, 0, None, ">= 0 (0 = whole volume)")
-        _check_range("--chunk", self.chunk, 1, None, ">= 1")
+        self.chunk = _chunk(self.chunk)
+        _check_range("--chunk", None if self.chunk == "auto" else self.chunk, 1, None, ">= 1")
         _check_range("--top-slices", self.top_slices, 1, None, ">= 1")
         if self.mode not in BLEND_MODES:
             raise VolsegError(f"--blend {self.mode!r} is not one of {', '.join(BLEND_MODES)}")
@@ -140,6 +146,22 @@ def check_device(device: str | torch.device | None, option: str = "--device") ->
     if dev.type == "mps" and torch.backends.mps.is_available():
         return
     raise VolsegError(f"{option} {device}: not available here; use cpu or cuda")
+
+
+def _chunk(value: int | str | None) -> int | str | None:
+    """``--chunk`` as typed (``64``, ``auto``) or given: an int, ``"auto"`` or None."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise VolsegError(
+            f"--chunk {value!r} is neither a number of slices nor auto; use e.g. --chunk 64 "
+            "or --chunk auto"
+        ) from None
 
 
 def _check_range(

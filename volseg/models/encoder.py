@@ -38,6 +38,7 @@ from volseg.config.schema import EncoderConfig
 from volseg.errors import VolsegError
 from volseg.models.registry import ENCODERS
 from volseg.models.slicing import SLICING, feature_grid, resize_slices, slice_dim
+from volseg.models.throughput import check_chunk, chunk_size, compile_failed, is_compile_error
 
 __all__ = ["SliceEncoder", "build_vit"]  # timm's register_model appends the test-size ViTs
 
@@ -116,7 +117,9 @@ class SliceEncoder(nn.Module):
             :func:`~volseg.models.weights.load_encoder_weights`; None keeps random weights.
         in_channels: channels C of the input volume.
         slice_axis: ``"axial"`` (slices along Z), ``"coronal"`` (Y) or ``"sagittal"`` (X).
-        chunk: slices per ViT call; bounds memory, does not change the result.
+        chunk: slices per ViT call, or ``"auto"``: sized from free GPU memory when no gradient
+            flows through the ViT, else 32 (:mod:`volseg.models.throughput`); bounds memory,
+            does not change the result.
         layers: block indices whose outputs are fused (negative counts from the end); None uses
             the last block. Every block output goes through the final LayerNorm first.
         fusion: how several ``layers`` are fused: ``"mean"`` (average, no parameters),
@@ -137,6 +140,8 @@ class SliceEncoder(nn.Module):
         patch_size: in-plane shrink factor (14 for DINOv2).
         adaptation: training mode set by :func:`~volseg.models.adapt.apply_adaptation`
             (``"full"`` until then).
+        resolved_chunk: the chunk the last forward used (an int; None before any forward).
+        compiled: the ViT blocks are compiled (:func:`~volseg.models.throughput.compile_encoder`).
     """
 
     def __init__(
@@ -146,7 +151,7 @@ class SliceEncoder(nn.Module):
         weights: str | Path | None = None,
         in_channels: int = 1,
         slice_axis: str = "axial",
-        chunk: int = 32,
+        chunk: int | str = "auto",
         layers: Sequence[int] | None = None,
         fusion: str = "mean",
         channel_adapter: str = "repeat",
@@ -157,8 +162,7 @@ class SliceEncoder(nn.Module):
         slice_dim(slice_axis)  # raises for an unknown axis
         _check_choice("fusion", fusion, FUSIONS)
         _check_choice("channel_adapter", channel_adapter, CHANNEL_ADAPTERS)
-        if chunk < 1:
-            raise VolsegError(f"encoder chunk must be at least 1 (got {chunk})")
+        check_chunk(chunk)
         if input_size is not None and input_size < 14:
             raise VolsegError(f"encoder input_size must be >= 14 or native (got {input_size})")
         if channel_adapter == "repeat" and in_channels != 1:
@@ -176,6 +180,8 @@ class SliceEncoder(nn.Module):
         self.in_channels = in_channels
         self.slice_axis = slice_axis
         self.chunk = chunk
+        self.resolved_chunk: int | None = None
+        self.compiled = False
         self.input_size = input_size
         self.embed_dim = int(self.vit.embed_dim)
         self.patch_size = int(self.vit.patch_embed.patch_size[0])
@@ -203,6 +209,15 @@ class SliceEncoder(nn.Module):
             with torch.no_grad():  # start as the average of the layers
                 self.fuse.weight.copy_(torch.eye(e).repeat(1, n).view(e, n * e, 1, 1) / n)
                 self.fuse.bias.zero_()
+
+    @property
+    def chunk(self) -> int | str:
+        """Slices per ViT call: an int >= 1, or ``"auto"`` (see the class docstring)."""
+        return self._chunk
+
+    @chunk.setter
+    def chunk(self, value: int | str) -> None:
+        self._chunk = check_chunk(value)
 
     @property
     def cacheable(self) -> bool:
@@ -243,7 +258,11 @@ class SliceEncoder(nn.Module):
             x = x.float()
         to_slices, to_volume = SLICING[self.slice_axis]
         slices = rearrange(x, to_slices)
-        feats = torch.cat([self._encode_slices(s) for s in slices.split(self.chunk)], dim=0)
+        track = torch.is_grad_enabled() and (
+            slices.requires_grad or any(p.requires_grad for p in self._input_path_params())
+        )
+        self.resolved_chunk = chunk = chunk_size(self, slices, tracked=track)
+        feats = torch.cat([self._encode_slices(s, track) for s in slices.split(chunk)], dim=0)
         return rearrange(feats, to_volume, b=x.shape[0])
 
     def encode_modalities(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -266,11 +285,8 @@ class SliceEncoder(nn.Module):
         if self.adapter is not None:
             yield from self.adapter.parameters()
 
-    def _encode_slices(self, slices: Tensor) -> Tensor:
+    def _encode_slices(self, slices: Tensor, track: bool) -> Tensor:
         """``(N, C, H, W)`` slices -> ``(N, F, h', w')`` patch features (the token grid)."""
-        track = torch.is_grad_enabled() and (
-            slices.requires_grad or any(p.requires_grad for p in self._input_path_params())
-        )
         with torch.set_grad_enabled(track):  # frozen: no graph, features are cacheable
             # Resizing is linear and weights sum to 1, so it commutes with the adapter and the
             # normalisation: resize the C input channels, not the 3 RGB ones.
@@ -280,6 +296,21 @@ class SliceEncoder(nn.Module):
             h, w = rgb.shape[-2:]
             p = self.patch_size
             rgb = F.pad(rgb, (0, -w % p, 0, -h % p))  # zeros after normalisation = mean colour
+            maps = self._vit_maps(rgb)
+        if len(maps) == 1:
+            return maps[0]
+        if self.stack:
+            return torch.cat(maps, dim=1)
+        if self.fuse is not None:
+            return self.fuse(torch.cat(maps, dim=1))
+        return torch.stack(maps).mean(dim=0)
+
+    def _vit_maps(self, rgb: Tensor) -> list[Tensor]:
+        """The normalised ``(N, E, h', w')`` outputs of the blocks in ``layers``."""
+        n = rgb.shape[0]
+        if self.compiled and n == 1:  # a batch of 1 would compile a second graph
+            rgb = torch.cat([rgb, rgb])
+        try:
             maps = self.vit.forward_intermediates(
                 rgb,
                 indices=list(self.layers),
@@ -288,13 +319,11 @@ class SliceEncoder(nn.Module):
                 output_fmt="NCHW",
                 intermediates_only=True,
             )
-        if len(maps) == 1:
-            return maps[0]
-        if self.stack:
-            return torch.cat(maps, dim=1)
-        if self.fuse is not None:
-            return self.fuse(torch.cat(maps, dim=1))
-        return torch.stack(maps).mean(dim=0)
+        except Exception as err:
+            if self.compiled and is_compile_error(err):
+                raise compile_failed(err) from err
+            raise
+        return [m[:n] for m in maps] if rgb.shape[0] != n else maps
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
