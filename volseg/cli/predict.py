@@ -207,6 +207,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="mixed precision: auto = bf16 on GPUs that support it, else fp16, fp32 on CPU; "
         "bf16 also on CPU; fp16 needs a GPU (default auto)",
     )
+    dev.add_argument(
+        "--prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read and preprocess the next case while one runs (default: on for CUDA)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--verbose", action="store_true", help="log details, with the traceback of each failed case"
@@ -258,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         output_format=args.format,
         skip_existing=args.skip_existing,
         progress=not args.quiet,
+        prefetch=args.prefetch,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         _summary(result)
