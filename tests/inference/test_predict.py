@@ -100,8 +100,10 @@ def test_options_and_timer(seg_checkpoint):
     assert predictor.options.overlap == 0.5 and predictor.model.encoder.chunk == 2
     predictor.predict(image, timer=timer)
     assert set(timer.seconds) == {"read", "preprocess", "head", "postprocess"}  # naive: no encode
-    default = Predictor.from_checkpoint(seg_checkpoint).options
-    assert default.roi_slices == 4 and default.tta is False and default.device == "cpu"
+    default = Predictor.from_checkpoint(seg_checkpoint)
+    options = default.options
+    assert options.roi_slices == 4 and options.tta is False and options.device == "cpu"
+    assert default.model.encoder.chunk == "auto"  # not the run's training chunk
 
 
 def test_wrong_modality_count_is_a_user_error(seg_checkpoint):
@@ -202,3 +204,15 @@ def test_grading_with_a_tumour_mask(grade_checkpoint):
     tumour_slices = np.flatnonzero(mask.array.any(axis=others))
     # mask_bias (+2 on the attention logits of masked slices) outweighs random attention
     assert masked.top_slices["FLAIR"][0] in tumour_slices
+
+
+def test_compile_option_compiles_the_encoder_once_it_is_on_its_device(seg_checkpoint, monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        "volseg.models.throughput.compile_encoder",
+        lambda encoder: seen.append(next(encoder.parameters()).device.type),
+    )
+    Predictor.from_checkpoint(seg_checkpoint, InferenceOptions(device="cpu"))
+    assert seen == []
+    Predictor.from_checkpoint(seg_checkpoint, InferenceOptions(device="cpu", compile=True))
+    assert seen == ["cpu"]

@@ -40,7 +40,8 @@ class InferenceOptions:
         device: model device; None: ``cuda`` when available, else ``cpu``.
         chunk: slices per encoder call (memory and speed only), or ``auto`` (sized from free GPU
             memory; 32 on CPU); a string of digits as typed after ``--chunk`` becomes an int;
-            None: the config's ``encoder.chunk``.
+            None: ``auto`` (a run's training ``encoder.chunk`` is not kept: the chunk changes
+            memory and speed, never the result).
         compile: ``torch.compile`` the encoder's ViT blocks (compiles once per process, in the
             first case; pays on long cohorts; see :mod:`volseg.models.throughput`).
         top_slices: most-attended slices reported per modality (grading).

@@ -145,9 +145,14 @@ class Predictor:
         self.roi_values = roi_values(self.options.roi_subset, names, self.name, task=self.task)
         self.device = torch.device(self.options.device)
         self.precision = resolve_precision(self.options.amp, self.device, option="--amp")
-        if self.options.chunk is not None:
-            self.model.encoder.chunk = self.options.chunk
+        encoder = getattr(self.model, "encoder", None)
+        if encoder is not None and hasattr(encoder, "vit"):  # chunk only costs memory and speed:
+            encoder.chunk = self.options.chunk or "auto"  # sized from free memory unless set
         self.model = self.model.to(self.device).eval()
+        if self.options.compile:
+            from volseg.models.throughput import compile_encoder
+
+            compile_encoder(self.model.encoder)
 
     @classmethod
     def from_checkpoint(
