@@ -10,7 +10,9 @@ Sections (``--sections`` picks a subset, comma-separated):
    TFLOP/s (FLOPs counted by ``FlopCounterMode`` on one chunk) and fraction of peak; whether
    every timm attention block takes the fused SDPA path.
 3. ``model``: the default segmentation model (5 classes) on a 512x512x200 tensor, slab windows
-   of 16 at overlap 0.5, cached vs ``naive=True``: seconds and peak memory.
+   of 16 at overlap 0.5, cached vs ``naive=True``: seconds and peak memory; and cached with
+   the pyramid head in its stacked-slices layout (``head.slices_first = False``), to check on
+   each device that the slices-first inference layout pays.
 4. ``peers``: MONAI SwinUNETR (feature size 48, 96^3 windows) and an nnU-Net-3d_fullres-like
    DynUNet (160x160x64 windows) on the same tensor, overlap 0.5: seconds, peak memory, ratios.
 5. ``predict``: ``Predictor.predict`` on an in-memory synthetic 512x512x200 CT, seconds per
@@ -273,7 +275,9 @@ def _model(r: dict) -> list[str]:
         f"   {'mode':<11}{'seconds':>10}{'peak MiB':>11}",
         _memory_row("cached", r["cached"]),
         _memory_row("naive", r["naive"]),
-        f"   naive/cached time: {r['naive_over_cached']:.2f}x",
+        *([_memory_row("cached*", r["cached_stacked"])] if "cached_stacked" in r else []),
+        f"   naive/cached time: {r['naive_over_cached']:.2f}x"
+        + ("; * head in its stacked-slices training layout" if "cached_stacked" in r else ""),
     ]
 
 

@@ -42,7 +42,7 @@ def test_quick_run_measures_every_section(tmp_path, capsys):
     assert s["encoder"]["fused_attn"] == {"vit_test_patch14_dinov2": True}
 
     model = s["model"]
-    for mode in ("cached", "naive"):
+    for mode in ("cached", "naive", "cached_stacked"):
         assert positive(model[mode]["seconds"]) and positive(model[mode]["peak_mb"])
     assert model["naive_over_cached"] > 0 and model["overlap"] == 0.5
 
