@@ -77,22 +77,9 @@ class Ensemble:
         for member in self.members:
             member.set_options(options)
 
-    def predict(
-        self,
-        sources: Source | Sequence[Source | None] | Mapping[str, Source | None],
-        *,
-        mask: Source | None = None,
-        timer: StepTimer | None = None,
-        probabilities: bool = False,
-    ) -> SegmentationResult | GradeResult:
-        """Predict one case with every member and combine them (see the module docstring).
-
-        Arguments and errors as for :meth:`Predictor.predict`; the timer sums the members'
-        seconds per step.
-        """
-        timer = timer or StepTimer(self.members[0].device)
-        prepared = self.prepare(sources, mask=mask, timer=timer)
-        return self.run(prepared, timer=timer, probabilities=probabilities)
+    # predict() is Predictor's: prepare() then run(), both below; the timer sums the members'
+    # seconds per step.
+    predict = Predictor.predict
 
     def prepare(
         self,
