@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--naive-window", action="store_true")
     parser.add_argument("--stitch-device", default=None)
+    parser.add_argument("--amp", default="auto", help="auto (bf16 on GPUs), bf16, fp16, off")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         naive=args.naive_window,
         stitch_device=args.stitch_device,
         device=args.device,
+        amp=args.amp,
     )
     print(
         f"device: {args.device or ('cuda' if torch.cuda.is_available() else 'cpu')}, "
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"model: {args.encoder} (random weights) + {config.model.head.name} head, "
-        f"{len(ORGAN_LABELS)} classes, encoder input size {config.model.encoder.input_size}; "
+        f"{len(ORGAN_LABELS)} classes, encoder input size {config.model.encoder.input_size}, "
+        f"--amp {args.amp}; "
         f"window {args.roi_slices or config.data.slab} slices, overlap "
         f"{config.inference.overlap}, sw_batch_size {config.inference.sw_batch_size}"
     )
