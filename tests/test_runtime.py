@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -99,3 +101,28 @@ def test_one_process_without_torchrun(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     ctx = init_distributed()
     assert (ctx.rank, ctx.world_size, ctx.enabled, ctx.is_main) == (0, 1, False, True)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_runs_bf16_only_for_prediction_on_cpus_with_native_bf16(native, monkeypatch):
+    import volseg.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_CPU_BF16", native)
+    predicting = resolve_precision("auto", "cpu", option="--amp", cpu_auto_bf16=True)
+    assert predicting.name == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", "cpu").name == "fp32"  # training: always fp32 on CPU
+    assert resolve_precision("off", "cpu", cpu_auto_bf16=True).name == "fp32"
+    from tests.inference.conftest import segmentation_model
+
+    cfg, model = segmentation_model()
+    predictor = Predictor(model, cfg, modalities=["CT"], options=InferenceOptions(device="cpu"))
+    assert predictor.precision.name == ("bf16" if native else "fp32")
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
+    import volseg.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_CPU_BF16", None)
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    has = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert runtime.cpu_computes_bf16() is (has and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -204,8 +204,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
         default="auto",
-        help="mixed precision: auto = bf16 on GPUs that support it, else fp16, fp32 on CPU; "
-        "bf16 also on CPU; fp16 needs a GPU (default auto)",
+        help="mixed precision: auto = bf16 on GPUs that support it (else fp16) and on CPUs "
+        "with native bf16 (AVX512-BF16, AMX), else fp32; fp16 needs a GPU (default auto)",
     )
     dev.add_argument(
         "--prefetch",

@@ -144,7 +144,9 @@ class Predictor:
         names = {v: self.label_names.get(v, str(v)) for v in self.label_values or []}
         self.roi_values = roi_values(self.options.roi_subset, names, self.name, task=self.task)
         self.device = torch.device(self.options.device)
-        self.precision = resolve_precision(self.options.amp, self.device, option="--amp")
+        self.precision = resolve_precision(
+            self.options.amp, self.device, option="--amp", cpu_auto_bf16=True
+        )
         encoder = getattr(self.model, "encoder", None)
         if encoder is not None and hasattr(encoder, "vit"):  # chunk only costs memory and speed:
             encoder.chunk = self.options.chunk or "auto"  # sized from free memory unless set
@@ -276,7 +278,7 @@ class Predictor:
             mode=o.mode,
             naive=o.naive,
             stitch_device=o.stitch_device,
-            amp=o.amp,
+            amp={"fp32": "off"}.get(self.precision.name, self.precision.name),
             timer=timer,
         )
 
