@@ -118,3 +118,19 @@ def test_predictor_label_map_equals_the_probability_path(seg_checkpoint) -> None
     assert len(np.unique(fast.labels.array)) >= 2  # a real map, not one class everywhere
     assert fast.labels.geometry.matches(image.geometry)
     assert prepared.case[REFERENCE_KEY].shape == image.shape
+
+
+def test_postprocess_seconds_are_counted_once(seg_checkpoint, monkeypatch) -> None:
+    """The label-value step runs inside the timed post-processing, not timed a second time."""
+    import time
+
+    import volseg.inference.predict as predict_module
+    from volseg.inference import InferenceOptions, Predictor, StepTimer
+
+    predictor = Predictor.from_checkpoint(seg_checkpoint, InferenceOptions(device="cpu"))
+    plain = predict_module.to_label_values
+    monkeypatch.setattr(predict_module, "to_label_values", lambda *a: time.sleep(0.3) or plain(*a))
+    for probabilities in (False, True):
+        timer = StepTimer()
+        predictor.predict(stored("synth"), timer=timer, probabilities=probabilities)
+        assert 0.3 <= timer.seconds["postprocess"] < 0.55, probabilities

@@ -233,7 +233,7 @@ class Predictor:
         with timer("postprocess"):
             index = input_class_index(probs[0], data, self.transforms)
             self._check_grid(index.shape, case)
-            return self.finish(case, index, int(probs.shape[1]), timer)
+            return self.finish(case, index, int(probs.shape[1]))
 
     def read(
         self,
@@ -305,21 +305,21 @@ class Predictor:
         the host (float16) only with ``keep_probs``."""
         with timer("postprocess"):
             out = probs.cpu().numpy().astype(np.float16) if keep_probs else None
-            result = self.finish(case, probs.argmax(dim=0), int(probs.shape[0]), timer)
+            result = self.finish(case, probs.argmax(dim=0), int(probs.shape[0]))
         return SegmentationResult(result.labels, out)
 
     def finish(
-        self, case: dict[str, Any], index: torch.Tensor, num_classes: int, timer: StepTimer
+        self, case: dict[str, Any], index: torch.Tensor, num_classes: int
     ) -> SegmentationResult:
         """Class indices on the input grid (any device) -> label values on the host, largest
-        components and ``roi_subset`` as options say, with the input image's geometry."""
-        with timer("postprocess"):
-            values = self.label_values or list(range(num_classes))
-            labels = to_label_values(index, values)
-            if self.options.keep_largest:
-                labels = keep_largest_component(labels, background=values[0])
-            if self.roi_values is not None:
-                labels = keep_labels(labels, self.roi_values, background=0)
+        components and ``roi_subset`` as options say, with the input image's geometry (the
+        caller times it as ``postprocess``)."""
+        values = self.label_values or list(range(num_classes))
+        labels = to_label_values(index, values)
+        if self.options.keep_largest:
+            labels = keep_largest_component(labels, background=values[0])
+        if self.roi_values is not None:
+            labels = keep_labels(labels, self.roi_values, background=0)
         reference = case[REFERENCE_KEY]
         return SegmentationResult(Image(labels, reference.geometry, header=reference.header))
 
