@@ -126,3 +126,8 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     has = "avx512_bf16" in flags or "amx_bf16" in flags
     assert runtime.cpu_computes_bf16() is (has and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_a_resolved_precision_is_passed_through():
+    resolved = resolve_precision("bf16", "cpu")
+    assert resolve_precision(resolved, "cpu", option="--amp") is resolved

@@ -97,12 +97,17 @@ _CPU_BF16: bool | None = None
 
 
 def resolve_precision(
-    amp: str, device: torch.device | str, *, option: str = "train.amp", cpu_auto_bf16: bool = False
+    amp: str | Precision,
+    device: torch.device | str,
+    *,
+    option: str = "train.amp",
+    cpu_auto_bf16: bool = False,
 ) -> Precision:
     """Turn an ``amp`` setting into a :class:`Precision` for ``device`` (module docstring).
 
     Args:
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off``.
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off``; a :class:`Precision` resolved before
+            (e.g. by a predictor) is returned as it is.
         device: where the model computes.
         option: the setting's name in messages: a config key (``train.amp``), a command-line
             option (``--amp``) or an argument (``amp``).
@@ -112,6 +117,8 @@ def resolve_precision(
         VolsegError: ``amp`` is not one of :data:`AMP_MODES`, or ``fp16`` on a device without
             CUDA.
     """
+    if isinstance(amp, Precision):
+        return amp
     name = f"config key '{option}'" if "." in option else option
     if amp not in AMP_MODES:  # before torch is imported
         raise VolsegError(f"{name} is {amp!r}, not one of {', '.join(AMP_MODES)}")

@@ -278,7 +278,7 @@ class Predictor:
             mode=o.mode,
             naive=o.naive,
             stitch_device=o.stitch_device,
-            amp={"fp32": "off"}.get(self.precision.name, self.precision.name),
+            amp=self.precision,
             timer=timer,
         )
 

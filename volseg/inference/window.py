@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from volseg.errors import VolsegError
 from volseg.models.slicing import slice_dim
-from volseg.runtime import resolve_precision
+from volseg.runtime import Precision, resolve_precision
 
 BLEND_MODES = ("gaussian", "constant")
 SIGMA_SCALE = 0.125  # MONAI's default: Gaussian sigma = 0.125 x window length
@@ -65,7 +65,7 @@ def sliding_window_logits(
     mode: str = "gaussian",
     naive: bool = False,
     stitch_device: torch.device | str | None = None,
-    amp: str = "auto",
+    amp: str | Precision = "auto",
     features: Tensor | None = None,
 ) -> Tensor:
     """Segmentation logits of a whole volume from slab windows (see the module docstring).
@@ -82,7 +82,8 @@ def sliding_window_logits(
         naive: run the whole model per window instead of encoding once.
         stitch_device: where the stitched logits (and MONAI's count map) live, e.g. ``"cpu"``
             to keep a large volume's output in host memory; default the model's device.
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (:func:`volseg.runtime.resolve_precision`).
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (:func:`volseg.runtime.resolve_precision`),
+            or a :class:`~volseg.runtime.Precision` already resolved.
         features: the encoder's features of ``image`` ``(1, E, x, y, z)``, if already
             computed (cached mode only); computed here otherwise.
 
@@ -198,7 +199,7 @@ def segment_probabilities(
     mode: str = "gaussian",
     naive: bool = False,
     stitch_device: torch.device | str | None = None,
-    amp: str = "auto",
+    amp: str | Precision = "auto",
     timer: Callable[[str], contextlib.AbstractContextManager] | None = None,
 ) -> Tensor:
     """Softmax probabilities of a preprocessed volume, with mirror TTA if ``tta``.
