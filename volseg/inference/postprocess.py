@@ -26,19 +26,6 @@ from volseg.data.invert import invert_prediction, voxel_map
 CLASS_CHUNK = 4  # classes taken back through a resampling inverse at once
 
 
-def class_labels(probabilities: Tensor | np.ndarray, label_values: Sequence[int]) -> np.ndarray:
-    """Argmax over classes, mapped to the label value each class is written as.
-
-    Args:
-        probabilities: ``(K, X, Y, Z)`` probabilities or logits.
-        label_values: label value of class ``i`` (:func:`volseg.models.checkpoint.label_values`).
-
-    Returns:
-        ``(X, Y, Z)`` uint8 (uint16 if a value exceeds 255) label map.
-    """
-    return to_label_values(torch.as_tensor(probabilities).argmax(dim=0), label_values)
-
-
 def to_label_values(index: Tensor | np.ndarray, label_values: Sequence[int]) -> np.ndarray:
     """A class index map (any device) -> label values on the host, uint8 (uint16 above 255)."""
     index = torch.as_tensor(index).cpu().numpy()
@@ -86,7 +73,7 @@ def input_class_index(
 
     def back(first: int, last: int) -> Tensor:
         part = invert_prediction(probabilities[first:last], data, transforms, key, nearest=False)
-        return part.as_tensor() if hasattr(part, "as_tensor") else part
+        return part.as_tensor()
 
     background = back(0, 1)[0]
     total = background.clone()
