@@ -6,7 +6,7 @@ Sections (``--sections`` picks a subset, comma-separated):
    TFLOP/s, fastest timed call, the denominator of every "fraction of peak".
 2. ``encoder``: :class:`~volseg.models.encoder.SliceEncoder` (random weights) over 512x512
    slices for ViT-S/B/L at the default ``input_size`` (224) and at native size, for chunks 32,
-   128, the encoder's default and ``"auto"`` (skipped if the encoder refuses it): slices/s,
+   128, the encoder's default and ``"auto"``: slices/s,
    TFLOP/s (FLOPs counted by ``FlopCounterMode`` on one chunk) and fraction of peak; whether
    every timm attention block takes the fused SDPA path.
 3. ``model``: the default segmentation model (5 classes) on a 512x512x200 tensor, slab windows
@@ -251,9 +251,6 @@ def _encoder(r: dict) -> list[str]:
         head = (
             f"   {SHORT.get(row['encoder'], row['encoder']):<9}{row['input_size']!s:>7}{chunk:>9}"
         )
-        if "skipped" in row:
-            lines.append(f"{head}  skipped: {row['skipped']}")
-            continue
         lines.append(
             f"{head}{row['slices_per_s']:>11.1f}{row['gflop_per_slice']:>10.3g}"
             f"{row['tflops']:>9.3g}{fmt(row['fraction_of_peak'], 3):>9}"

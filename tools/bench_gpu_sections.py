@@ -8,7 +8,6 @@ it does not apply to the device. Timings synchronise CUDA around each timed call
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from volseg.inference.memory import peak_memory
 from volseg.inference.window import sliding_window_logits
 from volseg.models import build_model
 from volseg.models.encoder import SliceEncoder
+from volseg.models.throughput import fused_attention
 from volseg.runtime import resolve_precision
 from volseg.synth import case_rng, make_organ_case
 
@@ -127,7 +127,7 @@ def encoder(scale: Scale, device: torch.device, results: dict) -> dict:
     precision = resolve_precision("auto", device, option="amp")
     size = scale.slice_size
     x = torch.rand(1, 1, size, size, scale.encoder_slices, device=device)
-    default_chunk = inspect.signature(SliceEncoder).parameters["chunk"].default
+    default_chunk = EncoderConfig().chunk
     chunks = list(dict.fromkeys([*scale.chunks, default_chunk, "auto"]))
     peak = _peak_tflops(results)
     rows, fused = [], {}
@@ -135,10 +135,11 @@ def encoder(scale: Scale, device: torch.device, results: dict) -> dict:
         for input_size in (EncoderConfig().input_size, None):
             input_size = None if input_size == "native" else input_size
             with torch.device(device):
-                base = SliceEncoder(name, input_size=input_size).eval()
-            fused[name] = all(getattr(b.attn, "fused_attn", None) is True for b in base.vit.blocks)
+                enc = SliceEncoder(name, input_size=input_size).eval()
+            fused[name] = fused_attention(enc.vit)
             gflop = gflop_per_slice(name, input_size, size)
             for chunk in chunks:
+                enc.chunk = chunk
                 row: dict[str, Any] = {
                     "encoder": name,
                     "input_size": input_size or "native",
@@ -146,11 +147,6 @@ def encoder(scale: Scale, device: torch.device, results: dict) -> dict:
                     "default": chunk == default_chunk,
                 }
                 rows.append(row)
-                try:  # "auto" may not exist (yet): then SliceEncoder refuses it; skip the row
-                    enc = _with_chunk(base, chunk, default_chunk, device)
-                except Exception as err:
-                    row["skipped"] = f"SliceEncoder(chunk={chunk!r}) raised {err!r}"[:200]
-                    continue
 
                 def run(enc: SliceEncoder = enc, n: int | None = None) -> None:
                     with torch.no_grad(), precision.autocast():
@@ -163,13 +159,12 @@ def encoder(scale: Scale, device: torch.device, results: dict) -> dict:
                 row.update(
                     seconds=seconds,
                     slices_per_s=speed,
-                    resolved_chunk=getattr(enc, "resolved_chunk", None) or enc.chunk,
+                    resolved_chunk=enc.resolved_chunk,
                     gflop_per_slice=gflop,
                     tflops=tflops,
                     fraction_of_peak=tflops / peak if peak else None,
                 )
-                del enc
-            del base
+            del enc
             free(device)
     return {
         "slice_size": [size, size],
@@ -180,18 +175,6 @@ def encoder(scale: Scale, device: torch.device, results: dict) -> dict:
         "sdp_backends": _sdp_backends() if device.type == "cuda" else None,
         "rows": rows,
     }
-
-
-def _with_chunk(
-    base: SliceEncoder, chunk: int | str, default: int | str, device: torch.device
-) -> SliceEncoder:
-    """``base`` set to ``chunk``; a new encoder for ``"auto"`` when that is not the default
-    (the constructor is what refuses a chunk it does not know)."""
-    if chunk == "auto" and default != "auto":
-        with torch.device(device):
-            return SliceEncoder(base.name, chunk="auto", input_size=base.input_size).eval()
-    base.chunk = chunk
-    return base
 
 
 def _sdp_backends() -> dict[str, bool]:
