@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from volseg.io.atomic import atomic_path
+from volseg.io.atomic import atomic_path, errors_named
 from volseg.progress import bars_wanted, new_progress
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -79,7 +78,7 @@ class RunRecords:
         row = {k: _plain(v) for k, v in row.items()}
         self.rows.append(row)
         jsonl = self.run_dir / "metrics.jsonl"
-        with _naming(jsonl), jsonl.open("a", encoding="utf-8") as f:
+        with errors_named(jsonl), jsonl.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         self._write_csv()
         if self._writer is not None:
@@ -132,7 +131,7 @@ class RunRecords:
                 )
         fig.tight_layout()
         png = self.run_dir / "progress.png"
-        with _naming(png), atomic_path(png) as tmp:
+        with errors_named(png), atomic_path(png) as tmp:
             fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
 
@@ -146,7 +145,7 @@ class RunRecords:
         for row in self.rows:
             columns += [k for k in row if k not in columns]
         path = self.run_dir / "metrics.csv"
-        with _naming(path), atomic_path(path) as tmp:
+        with errors_named(path), atomic_path(path) as tmp:
             with tmp.open("w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=columns)
                 writer.writeheader()
@@ -154,7 +153,7 @@ class RunRecords:
 
     def _rewrite_jsonl(self) -> None:
         path = self.run_dir / "metrics.jsonl"
-        with _naming(path), atomic_path(path) as tmp:
+        with errors_named(path), atomic_path(path) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
 
 
@@ -169,18 +168,6 @@ def epoch_progress(enabled: bool) -> Iterator[Progress | None]:
     progress = new_progress(fields=("loss {task.fields[loss]}",), console=console)
     with progress:
         yield progress
-
-
-@contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """Re-raise an ``OSError`` met while writing ``path`` with ``path`` as its file name (a
-    full disk fails on flush with no name, a read-only folder names the temporary file)."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno is None:
-            raise
-        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
 
 
 def _json_rows(text: str) -> list[dict[str, Any]]:

@@ -48,22 +48,29 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             ``path`` is left as it was.
     """
     path = Path(path)
+    with errors_named(path), atomic_path(path) as tmp, open(tmp, "wb") as f:
+        recording = _Recording(f)
+        try:
+            write(recording)  # type: ignore[arg-type]
+        except Exception:
+            if recording.error is not None:
+                raise recording.error from None
+            raise
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+@contextmanager
+def errors_named(path: str | Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` met while writing ``path`` with ``path`` as its file name (a
+    full disk fails on flush with no name, a read-only folder names the temporary file)."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            recording = _Recording(f)
-            try:
-                write(recording)  # type: ignore[arg-type]
-            except Exception:
-                if recording.error is not None:
-                    raise recording.error from None
-                raise
-            f.flush()
-            os.fsync(f.fileno())
+        yield
     except OSError as e:
         if e.errno is None:
             raise
         raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
-    return path
 
 
 class _Recording:
