@@ -21,7 +21,7 @@ from nibabel.openers import ImageOpener
 from volseg.errors import VolsegError
 from volseg.io.header_checks import check_data_size, check_slice_gaps, check_spacing
 from volseg.io.image import Geometry, Image
-from volseg.io.names import DICOM_SLICE, IMAGE_FORMATS
+from volseg.io.names import DICOM_SLICE, IMAGE_FORMATS, split_extension
 from volseg.io.paths import input_path
 
 SUPPORTED = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), DICOM (a folder)"
@@ -54,9 +54,9 @@ def image_format(path: str | Path) -> str:
     if path.is_dir():
         return "dicom"
     name = path.name.lower()
-    for suffix, fmt in IMAGE_FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
+    extension = split_extension(name)[1]
+    if extension:
+        return IMAGE_FORMATS[extension]
     if name.endswith(DICOM_SLICE) or not Path(name).suffix:
         return "dicom"
     raise VolsegError(f"{path}: unknown image extension; volseg reads {SUPPORTED}")
