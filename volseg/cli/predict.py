@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from volseg.cli.common import add_command
+from volseg.runtime import AMP_MODES  # torch-free
 
 DESCRIPTION = """\
 MODEL is a run folder (its checkpoints/best.pt, else last.pt) or a checkpoint file. The
@@ -202,7 +203,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     dev.add_argument(
         "--amp",
-        choices=["auto", "bf16", "fp16", "off"],
+        choices=AMP_MODES,
         default="auto",
         help="mixed precision: auto = bf16 on GPUs that support it (else fp16) and on CPUs "
         "with native bf16 (AVX512-BF16, AMX), else fp32; fp16 needs a GPU (default auto)",
