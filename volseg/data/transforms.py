@@ -147,7 +147,9 @@ def build_transforms(
             inference) and the pipeline is invertible with
             :func:`~volseg.data.invert.invert_prediction`.
         slice_axis: ``axial``, ``coronal`` or ``sagittal``; slabs and quarter turns follow it.
-        for_cached_features: after preprocessing keep only :data:`FEATURE_SAFE_TRANSFORMS`.
+        for_cached_features: after preprocessing keep only :data:`FEATURE_SAFE_TRANSFORMS`
+            (for segmentation also the intensity scale, shift and noise of the image the head
+            reads; the cached features stay as encoded).
         extra_keys: keys already in the dict on the preprocessed grid's slice axis (e.g. cached
             features ``(E, X', Y', Z)``) that follow slab sampling and flips; needs
             ``for_cached_features``.
@@ -168,6 +170,7 @@ def build_transforms(
         AsDiscreted("mask", threshold=0.5, allow_missing_keys=True),
         Orientationd(keys, axcodes="RAS", labels=None, allow_missing_keys=True),
     ]
+    assert isinstance(transforms[LOAD_STEPS], Orientationd), "LOAD_STEPS must end the loading"
     if data_cfg.spacing is not None:
         pixdim = [float(s) for s in data_cfg.spacing]
         transforms.append(Spacingd(keys, pixdim, mode=INTERPOLATION, allow_missing_keys=True))
