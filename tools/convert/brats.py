@@ -104,13 +104,14 @@ def convert_brats2021(
     folders = [found[name] for name in sorted(found)]
     if not folders:
         raise no_cases_error(source, "BraTS2021_NNNNN/BraTS2021_NNNNN_*.nii.gz case folders")
-    labelled = any(nifti_file(f, f"{f.name}_seg") is not None for f in folders)
+    segs = {f: nifti_file(f, f"{f.name}_seg") for f in folders}
+    labelled = any(seg is not None for seg in segs.values())
     cases: list[Case] = []
     for folder in folders:
         images = _brats_images(folder, folder.name, skip_incomplete, warn)
         if images is None:
             continue
-        seg = nifti_file(folder, f"{folder.name}_seg")
+        seg = segs[folder]
         if labelled and seg is None:
             where = folder / f"{folder.name}_seg.nii.gz"
             report_missing(folder.name, "segmentation", where, skip_incomplete, warn)

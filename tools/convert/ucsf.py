@@ -91,7 +91,8 @@ def convert_ucsf_pdgm(
         if number.isdigit():
             grades[int(number)] = (csv_id, _grade(grade))
 
-    classes = read_template("ucsf_pdgm.json")["classes"]
+    template = read_template("ucsf_pdgm.json")
+    classes = template["classes"]
     cases: list[Case] = []
     for folder in folders:
         match = UCSF_FOLDER.match(folder.name)
@@ -108,12 +109,11 @@ def convert_ucsf_pdgm(
                 f"{metadata}: WHO CNS Grade {grade!r} of {csv_id} is not one of {classes}; "
                 "fix the value or leave the row out"
             )
-        files = {name: _ucsf_file(folder, case_id, token) for name, token in UCSF_FILES.items()}
-        files["mask"] = _ucsf_file(folder, case_id, "tumor_segmentation")
+        tokens = {**UCSF_FILES, "mask": "tumor_segmentation"}
+        files = {name: _ucsf_file(folder, case_id, token) for name, token in tokens.items()}
         absent = [name for name, path in files.items() if path is None]
         if absent:
-            token = {**UCSF_FILES, "mask": "tumor_segmentation"}[absent[0]]
-            where = folder / f"{case_id}_{token}.nii.gz"
+            where = folder / f"{case_id}_{tokens[absent[0]]}.nii.gz"
             report_missing(case_id, absent[0], where, skip_incomplete, warn)
             continue
         images = {name: ImageSource(files[name]) for name in UCSF_FILES}  # type: ignore[arg-type]
@@ -126,7 +126,7 @@ def convert_ucsf_pdgm(
                 subject=subject if subject != case_id else None,
             )
         )
-    return from_template(read_template("ucsf_pdgm.json"), cases)
+    return from_template(template, cases)
 
 
 def _ucsf_file(folder: Path, case_id: str, token: str) -> Path | None:
