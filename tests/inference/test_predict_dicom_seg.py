@@ -70,6 +70,11 @@ def test_predict_refuses_dicom_seg_for_image_file_input(tmp_path):
     with pytest.raises(VolsegError, match=r"ct.nii.gz is a NIfTI file"):
         predict_cohort(checkpoint, tmp_path / "in", tmp_path / "out", output_format="dicom-seg")
     assert not (tmp_path / "out").exists()
+    # the Python API refuses the file itself up front too, before the checkpoint is read
+    from volseg.inference.cases import check_request
+
+    with pytest.raises(VolsegError, match=r"ct.nii.gz is a NIfTI file"):
+        check_request([checkpoint], tmp_path / "in" / "ct.nii.gz", tmp_path / "o", "dicom-seg")
 
 
 def test_predict_writes_exactly_the_seg_file_output_names(tmp_path):

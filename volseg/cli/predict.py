@@ -250,10 +250,6 @@ def run(args: argparse.Namespace) -> int:
         roi_subset=args.roi_subset,
     )
     check_request(args.model, args.input, args.output, args.format)
-    if args.format == "dicom-seg":  # an image file as input fails here, before torch loads
-        from volseg.io.dicom_seg import require_dicom_series
-
-        require_dicom_series(args.input)
     from volseg.inference.cohort import predict_cohort
 
     result = predict_cohort(

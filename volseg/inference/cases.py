@@ -137,7 +137,8 @@ def check_request(
     Raises:
         VolsegError: a model path that is no checkpoint or run folder, a missing input, a
             label-map file as output for an input of several cases, or one that cannot be
-            written for this input (:func:`~volseg.inference.outputs.check_output_file`).
+            written for this input (:func:`~volseg.inference.outputs.check_output_file`), or
+            ``dicom-seg`` for an input that is not a DICOM series.
     """
     from volseg.io.paths import resolve_checkpoint
 
@@ -145,13 +146,17 @@ def check_request(
         if isinstance(model, str | Path):
             resolve_checkpoint(model)
     path = check_input(inputs)
-    if output_file(Path(output)) and not _one_volume(path):
-        raise VolsegError(
-            f"--output {output} names one label-map file, but --input {path} is a folder of "
-            "cases or a manifest; pass an output folder"
-        )
     if output_file(Path(output)):
+        if not _one_volume(path):
+            raise VolsegError(
+                f"--output {output} names one label-map file, but --input {path} is a folder "
+                "of cases or a manifest; pass an output folder"
+            )
         check_output_file(Path(output), path, output_format)
+    if output_format == "dicom-seg":  # an image file as input fails here, before torch loads
+        from volseg.io.dicom_seg import require_dicom_series
+
+        require_dicom_series(path)
 
 
 # --- finding cases ----------------------------------------------------------------------------
