@@ -30,7 +30,8 @@ the foundation features::
   in-plane convolutions become 3D ones of depth 1 and cross-slice ones 2D convolutions over
   (slices, in-plane voxels) on a view, and the logits are moved back at the end. That drops
   the two full-resolution copies each in-plane convolution otherwise pays for stacking slices;
-  the head ran 1.5x faster on one CPU thread (two 256 x 256 x 16 windows, same logits).
+  the head ran 1.5x faster on one CPU thread (two 256 x 256 x 16 windows, same logits) and
+  1.22-1.24x in a whole 512 x 512 x 150 case on two threads (docs/PERFORMANCE.md).
   Training keeps the stacked-2D path, whose backward is faster on CPU.
 """
 
