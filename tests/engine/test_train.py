@@ -250,3 +250,27 @@ def test_grading_trains_on_a_cohort_with_missing_modalities(glioma, tmp_path, ca
     if cached:  # the stored presence says which modality each case lacks
         entries = [torch.load(p, weights_only=True) for p in (run_dir / "cache").glob("*.pt")]
         assert len(entries) == 6 and all(int(e["presence"].sum()) == 3 for e in entries)
+
+
+def test_encoder_off_pyramid_trains_with_its_encoder_rows_augmentation(
+    organs, tmp_path, monkeypatch
+):
+    """``model.encoder.name=none`` with the pyramid head trains on CPU, on the image alone,
+    with exactly the augmentation the cached encoder row gets (no spatial warps)."""
+    from volseg.engine import sources
+
+    seen = []
+    original = sources.build_transforms
+
+    def spy(data_cfg, *, train, for_cached_features=False, **kw):
+        if train:
+            seen.append(for_cached_features)
+        return original(data_cfg, train=train, for_cached_features=for_cached_features, **kw)
+
+    monkeypatch.setattr(sources, "build_transforms", spy)
+    run = run_training(tiny_config(organs, tmp_path, "model.encoder.name=none"), progress=False)
+    assert seen == [True]
+    state = weights(run, "best.pt")
+    assert not any(key.startswith("head.project.") for key in state)
+    first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
+    assert first["train_loss"] > 0 and torch.isfinite(torch.tensor(first["train_loss"]))

@@ -96,3 +96,56 @@ def test_inference_layout_gives_the_training_path_logits(slice_axis, anisotropic
     assert stacked == [head.project[0]]
     assert fast.shape == trained.shape
     torch.testing.assert_close(fast, trained, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_features_reach_the_logits_through_every_level(level):
+    """Every token cell gets a gradient, and so does each level's share of the projection:
+    if a change cut the features off the logits, or off one level, this fails."""
+    torch.manual_seed(0)
+    head = PyramidHead3D(F, 3, channels=4, depth=2).eval()
+    shape = (30, 17, 5)
+    features = torch.randn(1, F, *feature_grid(shape, "axial"), requires_grad=True)
+    head(features, torch.rand(1, 1, *shape)).square().sum().backward()
+    per_cell = features.grad.abs().sum(dim=(0, 1))
+    assert bool((per_cell > 0).all()), "some token cells do not reach the logits"
+    start = sum(head.widths[1:level])
+    share = head.project[0].layer.weight.grad[start : start + head.widths[level]]
+    assert share.abs().sum() > 0, f"level {level} gets nothing from the features"
+
+
+def _head_config(encoder: str) -> Config:
+    return load_config(
+        Config, None,
+        [f"model.encoder.name={encoder}", "model.head.name=pyramid", "model.head.channels=4",
+         "model.head.depth=2", "model.encoder.layers=[1,2]", "model.encoder.fusion=stack",
+         "model.encoder.input_size=native"],
+    )  # fmt: skip
+
+
+def test_encoder_off_pyramid_is_the_same_head_on_the_image_alone():
+    """``model.encoder.name=none`` with the pyramid: the same widths and layers, minus the
+    projection of the tokens and the ViT channels of the layers that took them."""
+    off = build_model(_head_config("none").model, num_classes=3, modalities=["CT"])
+    on = build_model(
+        _head_config("vit_test_patch14_dinov2").model, num_classes=3, modalities=["CT"]
+    )
+    assert off.head.project is None and not off.head.uses_features
+    assert off.head.widths == on.head.widths
+    on_shapes = {k: v.shape for k, v in on.head.named_parameters()}
+    off_shapes = {k: v.shape for k, v in off.head.named_parameters()}
+    assert set(off_shapes) == {k for k in on_shapes if not k.startswith("project.")}
+    widths = on.head.widths  # the layers that took a ViT level lose that level's width
+    fed = {"bottom.first.0.layer.weight": widths[2], "decode.1.first.0.layer.weight": widths[1]}
+    for name, shape in off_shapes.items():
+        if name in fed:
+            assert on_shapes[name][1] - shape[1] == fed[name], name
+        else:
+            assert shape == on_shapes[name], name
+    image = torch.rand(1, 1, 20, 18, 6, requires_grad=True)
+    logits = off(image)
+    assert logits.shape == (1, 3, 20, 18, 6)
+    with torch.no_grad():  # the slices-first inference path: the same logits
+        torch.testing.assert_close(off(image), logits.detach(), atol=1e-5, rtol=1e-5)
+    logits.sum().backward()
+    assert image.grad.abs().sum() > 0

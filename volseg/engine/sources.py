@@ -40,6 +40,7 @@ from volseg.engine.datasets import (
 )
 from volseg.engine.distributed import barrier, reduce_sums
 from volseg.engine.plan import Plan
+from volseg.models.build import image_only
 from volseg.runtime import DistContext, Precision
 
 FEATURES = "features"
@@ -177,7 +178,12 @@ def build_run_data(
     lut = label_lut(plan.manifest.labels, plan.labels) if plan.task == "segmentation" else None
     train_items, val_items = data_items(plan, plan.train_cases), data_items(plan, plan.val_cases)
     cached = cache_dir is not None
-    train_pipeline = build_transforms(data_cfg, train=True, for_cached_features=cached, **common)
+    # The encoder-off ablation gets exactly the augmentation its encoder row gets (the cached
+    # one), so the two rows differ in the encoder alone.
+    same_as_cached = cached or image_only(cfg.model)
+    train_pipeline = build_transforms(
+        data_cfg, train=True, for_cached_features=same_as_cached, **common
+    )
     files = SampleDataset(
         _ItemLoad(train_items), len(train_items), train_pipeline, seed=cfg.seed, lut=lut
     )

@@ -38,6 +38,10 @@ from volseg.models.registry import ENCODERS, HEADS, count_parameters
 
 log = logging.getLogger(__name__)
 
+# Heads that, with no encoder (``model.encoder.name=none``), are built without their feature
+# inputs: the same head on the image alone, the row that says what the encoder contributes.
+IMAGE_ONLY_HEADS = ("pyramid",)
+
 VIT_SIZES = {
     "ViT-S/14": "vit_small_patch14_dinov2",
     "ViT-B/14": "vit_base_patch14_dinov2",
@@ -162,6 +166,8 @@ def build_model(
     if segmentation:
         per_channel = len(modalities) > 1 and not learned
         in_features = encoder.out_channels * (len(modalities) if per_channel else 1)
+        if image_only(cfg):
+            in_features = 0  # the encoder-off ablation: the head on the image alone
         kwargs = head_kwargs(
             cfg, in_features, num_classes, modalities, encoder.patch_size, encoder.input_size
         )
@@ -176,6 +182,16 @@ def build_model(
         model = GradingModel(encoder, HEADS.build(cfg.head.name, **kwargs), modalities)
     log.info("model: %s", format_counts(parameter_counts(model)))
     return model
+
+
+def image_only(cfg: ModelConfig) -> bool:
+    """True for the encoder-off ablation: a feature head (``pyramid``) with no encoder
+    (``model.encoder.name=none``), built and trained on the image alone."""
+    return (
+        cfg.task == "segmentation"
+        and cfg.encoder.name == "none"
+        and cfg.head.name in IMAGE_ONLY_HEADS
+    )
 
 
 def head_kwargs(

@@ -134,7 +134,10 @@ class PyramidHead3D(nn.Module):
     """Voxel logits from an image pyramid fused with multi-block ViT features.
 
     Args:
-        in_channels: feature channels ``F`` (``blocks * E`` for stacked blocks).
+        in_channels: feature channels ``F`` (``blocks * E`` for stacked blocks); 0 builds the
+            same pyramid on the image alone (no ViT levels, same widths): the encoder-off
+            ablation ``model.encoder.name=none model.head.name=pyramid``, whose ``features``
+            are ignored.
         num_classes: ``K``, background included.
         image_channels: channels ``C_img`` of the image the encoder saw.
         channels: width ``c0`` at full resolution; level ``l`` is ``c0 * 2**l`` wide.
@@ -187,8 +190,11 @@ class PyramidHead3D(nn.Module):
             for i in range(depth)
         )
         # One 1x1 projection of the tokens for all levels (split per level after it).
-        self.project = conv(in_channels, sum(widths[1:]), kernel=1)
-        self.bottom = _Block(conv(2 * widths[-1], widths[-1]), conv(widths[-1], widths[-1]))
+        self.uses_features = in_channels > 0
+        self.project = conv(in_channels, sum(widths[1:]), kernel=1) if in_channels else None
+        has_vit = 1 if in_channels else 0  # ViT channels at a level, in units of its width
+        bottom_in = (1 + has_vit) * widths[-1]
+        self.bottom = _Block(conv(bottom_in, widths[-1]), conv(widths[-1], widths[-1]))
         self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         up = along(dim, 2, 1)
         self.up = nn.ModuleList(
@@ -196,7 +202,10 @@ class PyramidHead3D(nn.Module):
             for i in range(depth)
         )
         self.decode = nn.ModuleList(
-            _Block(conv((3 if i > 0 else 2) * widths[i], widths[i]), conv(widths[i], widths[i]))
+            _Block(
+                conv((2 + (has_vit if i > 0 else 0)) * widths[i], widths[i]),
+                conv(widths[i], widths[i]),
+            )
             for i in range(depth)
         )
         self.classify = nn.Conv3d(widths[0], num_classes, 1)
@@ -213,6 +222,9 @@ class PyramidHead3D(nn.Module):
             Logits ``(B, K, X, Y, Z)``.
         """
         size = tuple(image.shape[2:])
+        if self.project is None:  # the encoder-off ablation: the image alone
+            vit: list[Tensor | None] = [None] * (len(self.widths) - 1)
+            return self._run(image, vit)
         check_feature_grid(features, size, self.slice_axis, self.patch_size, self.input_size)
         projected = self.project(features).split(self.widths[1:], dim=1)
         vit = [
@@ -226,27 +238,38 @@ class PyramidHead3D(nn.Module):
             )
             for level, tokens in enumerate(projected, start=1)
         ]
+        return self._run(image, vit)
+
+    def _run(self, image: Tensor, vit: list[Tensor | None]) -> Tensor:
+        """The U-Net in the layout for this call: stacked slices when training, else
+        slices-first."""
         if torch.is_grad_enabled() or not self.slices_first:
             return self._forward(image, vit, lambda module, x: module(x))
         dim = 2 + slice_dim(self.slice_axis)
         logits = self._forward(
             image.movedim(dim, 2),
-            [v.movedim(dim, 2) for v in vit],
+            [None if v is None else v.movedim(dim, 2) for v in vit],
             lambda module, x: _slices_first(module, x, dim - 2),
         )
         return logits.movedim(2, dim)
 
-    def _forward(self, image: Tensor, vit: list[Tensor], run) -> Tensor:
-        """The U-Net on ``image`` with the ViT levels ``vit``; ``run(module, x)`` applies a
-        layer (plainly, or in the slices-first layout)."""
+    def _forward(self, image: Tensor, vit: list[Tensor | None], run) -> Tensor:
+        """The U-Net on ``image`` with the ViT levels ``vit`` (None: none at that level);
+        ``run(module, x)`` applies a layer (plainly, or in the slices-first layout)."""
         skips = [run(self.stem, image)]
         for down in self.down:
             skips.append(run(down, skips[-1]))
-        x = self.dropout(run(self.bottom, torch.cat([skips[-1], vit[-1]], dim=1)))
+        x = self.dropout(run(self.bottom, _cat(skips[-1], vit[-1])))
         for level in reversed(range(len(self.up))):
             skip = skips[level]
             sx, sy, sz = skip.shape[2:]
             x = run(self.up[level], x)[:, :, :sx, :sy, :sz]  # a level's odd size was rounded up
-            parts = [x, skip] if level == 0 else [x, skip, vit[level - 1]]
-            x = run(self.decode[level], torch.cat(parts, dim=1))
+            extra = vit[level - 1] if level > 0 else None
+            x = run(self.decode[level], _cat(x, skip, extra))
         return run(self.classify, x)
+
+
+def _cat(*parts: Tensor | None) -> Tensor:
+    """Channel concatenation of the parts that are there."""
+    present = [p for p in parts if p is not None]
+    return present[0] if len(present) == 1 else torch.cat(present, dim=1)
