@@ -20,6 +20,14 @@ every model predicts the same cases through ``volseg predict``'s code, is scored
 ``volseg evaluate``'s code, and the report compares them (paired per-case tests included).
 The folder gets ``runs/``, ``predictions/<model>/``, ``evaluation/<model>/``, ``bench.csv``
 (quality, seconds per volume, peak memory per model) and ``report/``.
+
+**The encoder's contribution.** A segmentation bench should carry the row that removes the
+encoder: the same head on the image alone (``model.encoder.name=none`` with the ``pyramid``
+head; :func:`volseg.models.build.image_only`). That row is found in the models' configs (or
+named by ``encoder_off``), and every other segmentation model gets ``vs_encoder_off``: the mean
+over test cases of its per-case foreground mean Dice minus the encoder-off model's on the same
+case, with a paired bootstrap 95% CI over cases (``vs_encoder_off_ci95``), so a table says what
+the encoder added, not only what the whole model scored.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from volseg.config import Config, load_config
 from volseg.config.dump import save_config
@@ -46,6 +56,8 @@ BENCH_COLUMNS = [
     "peak_memory_mb",
     "device",
     "run",
+    "vs_encoder_off",
+    "vs_encoder_off_ci95",
 ]
 
 
@@ -77,6 +89,9 @@ class BenchConfig:
         models: the contenders.
         tolerance_mm: NSD tolerance for segmentation.
         tta: flip test-time augmentation for every model.
+        encoder_off: the model every other one is compared with for the encoder's
+            contribution; empty: the first model trained as the encoder-off ablation
+            (``model.encoder.name=none`` with the ``pyramid`` head), if any.
     """
 
     name: str = "bench"
@@ -85,6 +100,7 @@ class BenchConfig:
     models: list[BenchModel] = field(default_factory=list)
     tolerance_mm: float = 2.0
     tta: bool = False
+    encoder_off: str = ""
 
 
 def load_bench_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchConfig:
@@ -100,7 +116,26 @@ def load_bench_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchC
             raise VolsegError(f"{path}: models[{i}] needs a 'name'")
     if len(set(names)) != len(names):
         raise VolsegError(f"{path}: model names repeat: {names}")
+    if cfg.encoder_off and cfg.encoder_off not in names:
+        raise VolsegError(
+            f"{path}: key 'encoder_off' names {cfg.encoder_off!r}, which is not a model "
+            f"({', '.join(names)})"
+        )
     return cfg
+
+
+def encoder_off_model(cfg: BenchConfig) -> str:
+    """The name of the encoder-off row of ``cfg`` (``encoder_off``, else the first model
+    whose config is the encoder-off ablation), or ``""`` when the bench has none."""
+    from volseg.models.build import image_only
+
+    if cfg.encoder_off:
+        return cfg.encoder_off
+    for model in cfg.models:
+        if not model.run and image_only(load_config(Config, model.config or None,
+                                                    model.overrides).model):  # fmt: skip
+            return model.name
+    return ""
 
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
@@ -114,7 +149,11 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
     out = Path(cfg.output_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "bench.yaml")
-    rows = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
+    off = encoder_off_model(cfg)
+    results = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
+    rows = [row for row, _ in results]
+    if off:
+        add_encoder_contribution(rows, {row["model"]: s for row, s in results}, off)
     with atomic_path(out / "bench.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS)
         writer.writeheader()
@@ -123,7 +162,50 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
     return write_report([out], out / "report", title=f"volseg bench: {cfg.name}")
 
 
-def _bench_model(model: BenchModel, cfg: BenchConfig, out: Path, *, progress: bool) -> dict:
+def add_encoder_contribution(
+    rows: Sequence[dict[str, Any]], summaries: dict[str, dict], off: str
+) -> None:
+    """Fill ``vs_encoder_off`` and ``vs_encoder_off_ci95`` of every segmentation row but
+    ``off``'s: its paired per-case foreground-mean Dice difference to model ``off``.
+
+    Args:
+        rows: bench rows (changed in place).
+        summaries: model -> its ``summary.json`` content.
+        off: the encoder-off model.
+    """
+    from volseg.metrics.bootstrap import bootstrap_mean_ci
+
+    reference = _case_foreground_dice(summaries[off])
+    for row in rows:
+        if row["model"] == off or row["task"] != "segmentation":
+            continue
+        mine = _case_foreground_dice(summaries[row["model"]])
+        common = [case for case in mine if case in reference]
+        if not common:
+            continue
+        differences = np.array([mine[c] - reference[c] for c in common])
+        ci = bootstrap_mean_ci(differences)
+        row["vs_encoder_off"] = round(float(np.nanmean(differences)), 4)
+        row["vs_encoder_off_ci95"] = f"[{ci.low:.4f}, {ci.high:.4f}]"
+
+
+def _case_foreground_dice(summary: dict) -> dict[str, float]:
+    """Case id -> mean Dice over the foreground classes (NaN where none is defined)."""
+    out = {}
+    for case in summary.get("metric_per_case") or []:
+        values = [
+            float(m["Dice"])
+            for m in (case.get("metrics") or {}).values()
+            if isinstance(m, dict) and m.get("Dice") is not None
+        ]
+        finite = [v for v in values if np.isfinite(v)]
+        out[str(case.get("case"))] = float(np.mean(finite)) if finite else float("nan")
+    return out
+
+
+def _bench_model(
+    model: BenchModel, cfg: BenchConfig, out: Path, *, progress: bool
+) -> tuple[dict, dict]:
     from volseg.engine.train import run_training
     from volseg.inference import InferenceOptions, predict_cohort
     from volseg.metrics import evaluate_classification, evaluate_segmentation
@@ -154,7 +236,7 @@ def _bench_model(model: BenchModel, cfg: BenchConfig, out: Path, *, progress: bo
     else:
         summary = evaluate_classification(predictions / "predictions.csv", cfg.test, evaluation)
         score, score_name = summary["metrics"].get("AUC"), "AUC"
-    return {
+    row = {
         "model": model.name,
         "task": task,
         "score": score,
@@ -167,17 +249,27 @@ def _bench_model(model: BenchModel, cfg: BenchConfig, out: Path, *, progress: bo
         ),
         "device": _device_name(),
         "run": str(run),
+        "vs_encoder_off": "",
+        "vs_encoder_off_ci95": "",
     }
+    return row, summary
 
 
 def print_bench(rows: Sequence[dict[str, Any]]) -> None:
-    """The bench table on stdout."""
-    print(f"{'model':<18}{'score':>9}  {'s/volume':>9}{'peak MB':>10}  metric")
+    """The bench table on stdout (with the encoder's contribution when the bench has the
+    encoder-off row)."""
+    contribution = any(row.get("vs_encoder_off") != "" for row in rows)
+    extra = f"  {'vs encoder off [95% CI]':<30}" if contribution else ""
+    print(f"{'model':<18}{'score':>9}  {'s/volume':>9}{'peak MB':>10}{extra}  metric")
     for row in rows:
         score = "n/a" if row["score"] is None else f"{row['score']:.3f}"
+        if contribution:
+            delta = row.get("vs_encoder_off")
+            cell = f"{delta:+.3f} {row['vs_encoder_off_ci95']}" if delta != "" else "-"
+            extra = f"  {cell:<30}"
         print(
             f"{row['model']:<18}{score:>9}  {row['seconds_per_volume']:>9}"
-            f"{row['peak_memory_mb']:>10}  {row['score_name']} ({row['device']})"
+            f"{row['peak_memory_mb']:>10}{extra}  {row['score_name']} ({row['device']})"
         )
 
 

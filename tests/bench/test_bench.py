@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
-from volseg.bench import load_bench_config, run_bench
+from volseg.bench import (
+    add_encoder_contribution,
+    encoder_off_model,
+    load_bench_config,
+    run_bench,
+)
 from volseg.cli.main import main
 from volseg.errors import VolsegError
 from volseg.synth import synthesize_organs
@@ -32,19 +38,73 @@ def test_bench_trains_predicts_scores_and_reports(tmp_path):
         f"  - name: vit_frozen\n    config: ''\n    overrides: [{overrides}]\n"
         f"  - name: unet\n    config: ''\n    overrides: [{overrides}, model.encoder.name=none,"
         " model.head.name=monai_unet, model.head.channels=4]\n"
+        f"  - name: no_encoder\n    config: ''\n    overrides: [{overrides},"
+        " model.encoder.name=none]\n"
     )
     report = run_bench(load_bench_config(bench), progress=False)
     out = tmp_path / "out" / "tiny"
     assert report == out / "report" / "report.html" and report.is_file()
     with open(out / "bench.csv") as f:
         rows = {row["model"]: row for row in csv.DictReader(f)}
-    assert set(rows) == {"vit_frozen", "unet"}
+    assert set(rows) == {"vit_frozen", "unet", "no_encoder"}
     for row in rows.values():
         assert 0.0 <= float(row["score"]) <= 1.0
         assert float(row["seconds_per_volume"]) > 0 and float(row["peak_memory_mb"]) > 0
         assert (out / "evaluation" / row["model"] / "summary.json").is_file()
+    # the encoder's contribution: found from the configs, paired per case against no_encoder
+    assert rows["no_encoder"]["vs_encoder_off"] == ""
+    dice = {m: _case_dice(out / "evaluation" / m / "summary.json") for m in rows}
+    for model in ("vit_frozen", "unet"):
+        expected = sum(dice[model][c] - dice["no_encoder"][c] for c in dice[model]) / 2
+        assert float(rows[model]["vs_encoder_off"]) == pytest.approx(expected, abs=1e-4)
+        low, high = json.loads(rows[model]["vs_encoder_off_ci95"])
+        assert low <= expected + 1e-4 and expected - 1e-4 <= high
     html = report.read_text()
     assert "vit_frozen" in html and "unet" in html and "Wilcoxon" in html
+    assert "encoder&#x27;s contribution" in html or "encoder's contribution" in html
+
+
+def _case_dice(summary_path):
+    summary = json.loads(summary_path.read_text())
+    return {
+        case["case"]: sum(m["Dice"] for m in case["metrics"].values()) / len(case["metrics"])
+        for case in summary["metric_per_case"]
+    }
+
+
+def test_encoder_contribution_is_the_paired_mean_difference():
+    def summary(values):
+        return {
+            "metric_per_case": [
+                {"case": c, "metrics": {"1": {"Dice": a}, "2": {"Dice": b}}}
+                for c, (a, b) in values.items()
+            ]
+        }
+
+    summaries = {
+        "off": summary({"x": (0.5, 0.5), "y": (0.2, 0.4), "z": (0.9, 0.9)}),
+        "vit": summary({"x": (0.7, 0.5), "y": (0.4, 0.6), "w": (1.0, 1.0), "z": (0.9, 0.9)}),
+    }
+    rows = [
+        {"model": "off", "task": "segmentation", "vs_encoder_off": "", "vs_encoder_off_ci95": ""},
+        {"model": "vit", "task": "segmentation", "vs_encoder_off": "", "vs_encoder_off_ci95": ""},
+    ]
+    add_encoder_contribution(rows, summaries, "off")
+    assert rows[0]["vs_encoder_off"] == ""
+    assert rows[1]["vs_encoder_off"] == pytest.approx((0.1 + 0.2 + 0.0) / 3, abs=1e-4)  # w unpaired
+    low, high = json.loads(rows[1]["vs_encoder_off_ci95"])
+    assert 0.0 <= low <= high <= 0.2
+
+
+def test_bench_finds_or_checks_the_encoder_off_row(tmp_path):
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "name: x\ntest: t.json\nmodels:\n  - name: vit\n    config: ''\n"
+        "  - name: off\n    config: ''\n    overrides: [model.encoder.name=none]\n"
+    )
+    assert encoder_off_model(load_bench_config(bench)) == "off"
+    with pytest.raises(VolsegError, match="encoder_off.*'nope'"):
+        load_bench_config(bench, ["encoder_off=nope"])
 
 
 def test_bench_config_errors_name_the_key(tmp_path, capsys):

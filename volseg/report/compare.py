@@ -98,26 +98,41 @@ def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
         scores = sorted(
             {v for r in rows if math.isfinite(v := number(r.get("score")))}, reverse=True
         )
+        with_contribution = any(r.get("vs_encoder_off") for r in rows)
         table = []
         for row in rows:
             score = number(row.get("score"))
             rank = str(scores.index(score) + 1) if math.isfinite(score) else "n/a"
             cells = [fmt(row.get(key), digits) for key, _, digits in LEADERBOARD_COLUMNS]
+            contribution = [_contribution(row)] if with_contribution else []
             table.append(
                 [
                     row.get("model", ""),
                     rank,
                     *cells,
+                    *contribution,
                     row.get("score_name", ""),
                     row.get("device", ""),
                 ]
             )
         header = ["model", "rank", *(title for _, title, _ in LEADERBOARD_COLUMNS)]
+        if with_contribution:
+            header.append("encoder's contribution: Dice - encoder off [95% CI]")
         caption = (
             f"{bench.path / 'bench.csv'}, in the order of the bench config's models; rank by "
             "score (1 = best). Scores are on the held-out test set "
             f"{bench.test or '(see bench.yaml)'}; their CIs and paired tests follow below."
         )
+        if with_contribution:
+            off = next((r.get("model", "") for r in rows if not r.get("vs_encoder_off")
+                        and r.get("task") == "segmentation"), "")  # fmt: skip
+            caption += (
+                " The encoder's contribution is the mean over test cases of a model's per-case "
+                "foreground-mean Dice minus that of the same head without an encoder "
+                f"(model.encoder.name=none{', ' + off if off else ''}) on the same case, with "
+                "a paired bootstrap 95% CI over cases; '-' for that row and non-segmentation "
+                "rows."
+            )
         sections.append(
             Section(
                 f"Leaderboard: {bench.name}",
@@ -125,6 +140,13 @@ def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
             )
         )
     return sections
+
+
+def _contribution(row: dict[str, str]) -> str:
+    value = number(row.get("vs_encoder_off"))
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:+.3f} {row.get('vs_encoder_off_ci95', '')}".strip()
 
 
 def comparison_sections(evaluations: Sequence[Evaluation]) -> list[Section]:
