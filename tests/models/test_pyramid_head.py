@@ -7,6 +7,7 @@ import torch
 
 from tests.models.test_heads import assert_all_grads
 from volseg.config import Config, load_config
+from volseg.errors import VolsegError
 from volseg.models import build_model
 from volseg.models.pyramid_head import PyramidHead3D, _InPlane
 from volseg.models.registry import count_parameters
@@ -149,3 +150,48 @@ def test_encoder_off_pyramid_is_the_same_head_on_the_image_alone():
         torch.testing.assert_close(off(image), logits.detach(), atol=1e-5, rtol=1e-5)
     logits.sum().backward()
     assert image.grad.abs().sum() > 0
+
+
+def test_token_decoder_adds_the_linear_decoders_logits():
+    """The token decoder's logits are the linear decoder on the tokens, resampled onto the
+    image grid, added to the pyramid's: with the pyramid's classifier zeroed they are all."""
+    from volseg.models.slicing import tokens_to_grid
+
+    torch.manual_seed(0)
+    shape = (30, 17, 5)
+    head = PyramidHead3D(F, 3, channels=4, depth=2, input_size=56, token_decoder=True).eval()
+    features = torch.randn(1, F, *feature_grid(shape, "axial", 14, 56))
+    image = torch.rand(1, 1, *shape)
+    with torch.no_grad():
+        head.classify.weight.zero_()
+        head.classify.bias.zero_()
+        expected = tokens_to_grid(head.token_logits(features), shape, "axial", input_size=56)
+        torch.testing.assert_close(head(features, image), expected)
+    head.project[0].layer.weight.data.zero_()  # the pyramid's ViT levels cut off:
+    features.requires_grad_(True)
+    head(features, image).square().sum().backward()
+    assert bool((features.grad.abs().sum(dim=(0, 1)) > 0).all())  # every token still counts
+
+
+def test_image_dropout_drops_the_coarse_image_levels_in_training_only():
+    torch.manual_seed(0)
+    shape = (16, 16, 3)
+    head = PyramidHead3D(F, 2, channels=4, depth=2, image_dropout=0.999)
+    features = torch.randn(2, F, *feature_grid(shape, "axial"))
+    head(features, torch.rand(2, 1, *shape)).square().sum().backward()
+    down = [p.grad for p in head.down.parameters()]
+    assert all(g is None or g.abs().sum() == 0 for g in down)  # dropped: no say in the logits
+    assert head.stem.first[0].weight.grad.abs().sum() > 0  # full resolution kept
+    head.zero_grad()
+    head.eval()  # inference: every level
+    head(features, torch.rand(2, 1, *shape)).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.down.parameters())
+
+
+def test_token_decoder_and_image_dropout_are_pyramid_options():
+    for key in ("model.head.token_decoder=true", "model.head.image_dropout=0.2"):
+        cfg = load_config(Config, None, ["model.head.name=seg3d", key])
+        with pytest.raises(VolsegError, match="pyramid head only"):
+            build_model(cfg.model, num_classes=2, modalities=["CT"])
+    with pytest.raises(VolsegError, match="model.head.image_dropout"):
+        load_config(Config, None, ["model.head.image_dropout=1.0"])

@@ -126,6 +126,12 @@ class HeadConfig:
             instead of 3x3x3.
         modality_dropout: ``mil`` drops each modality with this probability in training (never
             all), so any subset works at inference; in [0, 1).
+        token_decoder: ``pyramid``: also classify every token with a linear (1x1) decoder on
+            the features, upsampled to the image grid and added to the logits (the seed
+            papers' linear decoder), so the features take part in every voxel's decision.
+        image_dropout: ``pyramid``: in training, drop the image path below full resolution
+            (its 1/2 ... 1/2**depth levels) of a sample with this probability, so the coarse
+            decisions must come from the features; in [0, 1).
     """
 
     name: str = "pyramid"
@@ -134,6 +140,8 @@ class HeadConfig:
     depth: int = 3
     anisotropic: bool = True
     modality_dropout: float = 0.25
+    token_decoder: bool = False
+    image_dropout: float = 0.0
 
 
 @dataclass
@@ -306,6 +314,12 @@ def validate_config(cfg: Config) -> None:
         (bool(head.name), "model.head.name", head.name, "a registered head name"),
         (head.channels >= 1, "model.head.channels", head.channels, ">= 1"),
         (0 <= head.dropout < 1, "model.head.dropout", head.dropout, "in [0, 1)"),
+        (
+            0 <= head.image_dropout < 1,
+            "model.head.image_dropout",
+            head.image_dropout,
+            "in [0, 1)",
+        ),  # fmt: skip
         (train.epochs >= 1, "train.epochs", train.epochs, ">= 1"),
         (train.batch_size >= 1, "train.batch_size", train.batch_size, ">= 1"),
         (train.lr > 0, "train.lr", train.lr, "> 0"),

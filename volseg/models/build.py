@@ -217,8 +217,17 @@ def head_kwargs(
     )
     if cfg.task == "segmentation":
         stacked = enc.fusion == "stack" and enc.layers is not None
+        pyramid = {}
+        if head.name == "pyramid":
+            pyramid = dict(token_decoder=head.token_decoder, image_dropout=head.image_dropout)
+        elif head.token_decoder or head.image_dropout:
+            raise VolsegError(
+                "model.head.token_decoder and model.head.image_dropout apply to the pyramid "
+                f"head only, not {head.name!r}; leave them at false and 0"
+            )
         return dict(
             common,
+            **pyramid,
             image_channels=len(modalities),
             channels=head.channels,
             depth=head.depth,

@@ -149,6 +149,10 @@ class PyramidHead3D(nn.Module):
         dropout: channel dropout at the bottom level (training only).
         feature_blocks: how many ViT blocks ``in_channels`` stacks (informational: the
             projections read all channels).
+        token_decoder: add a linear decoder's logits: a 1x1 conv classifies every token, its
+            logits are resampled onto the image grid (linear) and added to the pyramid's.
+        image_dropout: probability of dropping a sample's image path below full resolution in
+            training (its levels ``1 .. L`` are zeroed where they meet the features).
 
     Attributes:
         slices_first: run inference (no gradients) in the slices-first layout (default True;
@@ -170,8 +174,12 @@ class PyramidHead3D(nn.Module):
         anisotropic: bool = False,
         dropout: float = 0.0,
         feature_blocks: int = 1,
+        token_decoder: bool = False,
+        image_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if (token_decoder or image_dropout) and not in_channels:
+            raise ValueError("token_decoder and image_dropout need features (in_channels > 0)")
         if depth < 1:
             raise ValueError(f"pyramid head needs depth >= 1 level below full resolution: {depth}")
         self.patch_size, self.input_size, self.slice_axis = patch_size, input_size, slice_axis
@@ -209,6 +217,10 @@ class PyramidHead3D(nn.Module):
             for i in range(depth)
         )
         self.classify = nn.Conv3d(widths[0], num_classes, 1)
+        self.image_dropout = image_dropout
+        self.token_logits = (
+            _InPlane(nn.Conv2d(in_channels, num_classes, 1), slice_axis) if token_decoder else None
+        )
 
     def forward(self, features: Tensor, image: Tensor) -> Tensor:
         """Segment.
@@ -238,7 +250,13 @@ class PyramidHead3D(nn.Module):
             )
             for level, tokens in enumerate(projected, start=1)
         ]
-        return self._run(image, vit)
+        logits = self._run(image, vit)
+        if self.token_logits is None:
+            return logits
+        tokens = self.token_logits(features)
+        return logits + tokens_to_grid(
+            tokens, size, self.slice_axis, patch_size=self.patch_size, input_size=self.input_size
+        )
 
     def _run(self, image: Tensor, vit: list[Tensor | None]) -> Tensor:
         """The U-Net in the layout for this call: stacked slices when training, else
@@ -259,6 +277,10 @@ class PyramidHead3D(nn.Module):
         skips = [run(self.stem, image)]
         for down in self.down:
             skips.append(run(down, skips[-1]))
+        if self.training and self.image_dropout > 0:  # coarse levels from the features alone
+            keep = torch.rand(image.shape[0], 1, 1, 1, 1, device=image.device)
+            keep = (keep >= self.image_dropout).to(image.dtype)
+            skips[1:] = [skip * keep for skip in skips[1:]]
         x = self.dropout(run(self.bottom, _cat(skips[-1], vit[-1])))
         for level in reversed(range(len(self.up))):
             skip = skips[level]
