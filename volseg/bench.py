@@ -24,10 +24,12 @@ The folder gets ``runs/``, ``predictions/<model>/``, ``evaluation/<model>/``, ``
 **The encoder's contribution.** A segmentation bench should carry the row that removes the
 encoder: the same head on the image alone (``model.encoder.name=none`` with the ``pyramid``
 head; :func:`volseg.models.build.image_only`). That row is found in the models' configs (or
-named by ``encoder_off``), and every other segmentation model gets ``vs_encoder_off``: the mean
-over test cases of its per-case foreground mean Dice minus the encoder-off model's on the same
-case, with a paired bootstrap 95% CI over cases (``vs_encoder_off_ci95``), so a table says what
-the encoder added, not only what the whole model scored.
+named by ``encoder_off``; a model's own ``encoder_off`` pairs it with another row, e.g. the
+encoder-off model trained on the same cases), and every other segmentation model gets
+``vs_encoder_off``: the mean over test cases of its per-case foreground mean Dice minus its
+encoder-off model's on the same case, with a paired bootstrap 95% CI over cases
+(``vs_encoder_off_ci95``), so a table says what the encoder added, not only what the whole
+model scored.
 """
 
 from __future__ import annotations
@@ -70,12 +72,15 @@ class BenchModel:
         config: training config YAML; empty: the config defaults (plus ``overrides``).
         overrides: ``key=value`` overrides on top of ``config``.
         run: an existing run folder or checkpoint to use instead of training.
+        encoder_off: the model this one's encoder contribution is measured against (e.g.
+            the encoder-off row trained on the same cases); empty: the bench's.
     """
 
     name: str = ""
     config: str = ""
     overrides: list[str] = field(default_factory=list)
     run: str | None = None
+    encoder_off: str = ""
 
 
 @dataclass
@@ -116,11 +121,13 @@ def load_bench_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchC
             raise VolsegError(f"{path}: models[{i}] needs a 'name'")
     if len(set(names)) != len(names):
         raise VolsegError(f"{path}: model names repeat: {names}")
-    if cfg.encoder_off and cfg.encoder_off not in names:
-        raise VolsegError(
-            f"{path}: key 'encoder_off' names {cfg.encoder_off!r}, which is not a model "
-            f"({', '.join(names)})"
-        )
+    keys = [("encoder_off", cfg.encoder_off)]
+    keys += [(f"models[{i}].encoder_off", m.encoder_off) for i, m in enumerate(cfg.models)]
+    for key, value in keys:
+        if value and value not in names:
+            raise VolsegError(
+                f"{path}: key '{key}' names {value!r}, which is not a model ({', '.join(names)})"
+            )
     return cfg
 
 
@@ -150,10 +157,10 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "bench.yaml")
     off = encoder_off_model(cfg)
+    pairs = {m.name: m.encoder_off or off for m in cfg.models}
     results = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
     rows = [row for row, _ in results]
-    if off:
-        add_encoder_contribution(rows, {row["model"]: s for row, s in results}, off)
+    add_encoder_contribution(rows, {row["model"]: s for row, s in results}, pairs)
     with atomic_path(out / "bench.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS)
         writer.writeheader()
@@ -163,22 +170,23 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
 
 
 def add_encoder_contribution(
-    rows: Sequence[dict[str, Any]], summaries: dict[str, dict], off: str
+    rows: Sequence[dict[str, Any]], summaries: dict[str, dict], pairs: dict[str, str]
 ) -> None:
-    """Fill ``vs_encoder_off`` and ``vs_encoder_off_ci95`` of every segmentation row but
-    ``off``'s: its paired per-case foreground-mean Dice difference to model ``off``.
+    """Fill ``vs_encoder_off`` and ``vs_encoder_off_ci95`` of the segmentation rows: a row's
+    paired per-case foreground-mean Dice difference to its encoder-off model.
 
     Args:
         rows: bench rows (changed in place).
         summaries: model -> its ``summary.json`` content.
-        off: the encoder-off model.
+        pairs: model -> the model it is compared with (``""`` or itself: none).
     """
     from volseg.metrics.bootstrap import bootstrap_mean_ci
 
-    reference = _case_foreground_dice(summaries[off])
     for row in rows:
-        if row["model"] == off or row["task"] != "segmentation":
+        off = pairs.get(row["model"], "")
+        if not off or off == row["model"] or row["task"] != "segmentation":
             continue
+        reference = _case_foreground_dice(summaries[off])
         mine = _case_foreground_dice(summaries[row["model"]])
         common = [case for case in mine if case in reference]
         if not common:

@@ -89,7 +89,7 @@ def test_encoder_contribution_is_the_paired_mean_difference():
         {"model": "off", "task": "segmentation", "vs_encoder_off": "", "vs_encoder_off_ci95": ""},
         {"model": "vit", "task": "segmentation", "vs_encoder_off": "", "vs_encoder_off_ci95": ""},
     ]
-    add_encoder_contribution(rows, summaries, "off")
+    add_encoder_contribution(rows, summaries, {"off": "off", "vit": "off"})
     assert rows[0]["vs_encoder_off"] == ""
     assert rows[1]["vs_encoder_off"] == pytest.approx((0.1 + 0.2 + 0.0) / 3, abs=1e-4)  # w unpaired
     low, high = json.loads(rows[1]["vs_encoder_off_ci95"])
@@ -105,6 +105,9 @@ def test_bench_finds_or_checks_the_encoder_off_row(tmp_path):
     assert encoder_off_model(load_bench_config(bench)) == "off"
     with pytest.raises(VolsegError, match="encoder_off.*'nope'"):
         load_bench_config(bench, ["encoder_off=nope"])
+    bench.write_text(bench.read_text() + "    encoder_off: vit2\n")
+    with pytest.raises(VolsegError, match="models\\[1\\].encoder_off.*'vit2'"):
+        load_bench_config(bench)
 
 
 def test_bench_config_errors_name_the_key(tmp_path, capsys):

@@ -124,14 +124,11 @@ def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
             f"{bench.test or '(see bench.yaml)'}; their CIs and paired tests follow below."
         )
         if with_contribution:
-            off = next((r.get("model", "") for r in rows if not r.get("vs_encoder_off")
-                        and r.get("task") == "segmentation"), "")  # fmt: skip
             caption += (
                 " The encoder's contribution is the mean over test cases of a model's per-case "
-                "foreground-mean Dice minus that of the same head without an encoder "
-                f"(model.encoder.name=none{', ' + off if off else ''}) on the same case, with "
-                "a paired bootstrap 95% CI over cases; '-' for that row and non-segmentation "
-                "rows."
+                "foreground-mean Dice minus that of its encoder-off row (the same head with "
+                "model.encoder.name=none; bench.yaml pairs them) on the same case, with a "
+                "paired bootstrap 95% CI over cases; '-' where a row has no such pair."
             )
         sections.append(
             Section(
