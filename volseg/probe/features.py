@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,6 @@ class ProbeFeatures:
     case_ids: list[str]
     classes: list[str]
     pooling: str
-    notes: list[str] = field(default_factory=list)
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Row indices of the cases ``ids`` (in row order)."""
