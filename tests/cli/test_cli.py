@@ -10,7 +10,18 @@ import pytest
 from volseg.cli.main import main
 
 ORGANS_CONFIG = str(Path(__file__).parents[2] / "configs" / "synthetic_organs.yaml")
-COMMANDS = ["synth", "check", "train", "models", "predict", "evaluate", "report", "bench", "demo"]
+COMMANDS = [
+    "synth",
+    "check",
+    "train",
+    "models",
+    "probe",
+    "predict",
+    "evaluate",
+    "report",
+    "bench",
+    "demo",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

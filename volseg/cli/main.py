@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from volseg import __version__
-from volseg.cli import bench, check, demo, evaluate, models, predict, report, synth, train
+from volseg.cli import bench, check, demo, evaluate, models, predict, probe, report, synth, train
 from volseg.errors import VolsegError
 
 # Subcommands in the order `volseg --help` lists them: the pipeline's order.
-COMMANDS = (synth, check, train, models, predict, evaluate, report, bench, demo)
+COMMANDS = (synth, check, train, models, probe, predict, evaluate, report, bench, demo)
 EXIT_USER_ERROR = 2
 EXIT_SYSTEM_ERROR = 1
 EXIT_INTERRUPTED = 130

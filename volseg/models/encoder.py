@@ -288,15 +288,7 @@ class SliceEncoder(nn.Module):
     def _encode_slices(self, slices: Tensor, track: bool) -> Tensor:
         """``(N, C, H, W)`` slices -> ``(N, F, h', w')`` patch features (the token grid)."""
         with torch.set_grad_enabled(track):  # frozen: no graph, features are cacheable
-            # Resizing is linear and weights sum to 1, so it commutes with the adapter and the
-            # normalisation: resize the C input channels, not the 3 RGB ones.
-            slices = resize_slices(slices, self.input_size)
-            rgb = self.adapter(slices) if self.adapter is not None else slices.expand(-1, 3, -1, -1)
-            rgb = (rgb - self.mean) / self.std
-            h, w = rgb.shape[-2:]
-            p = self.patch_size
-            rgb = F.pad(rgb, (0, -w % p, 0, -h % p))  # zeros after normalisation = mean colour
-            maps = self._vit_maps(rgb)
+            maps = self._vit_maps(self.vit_input(slices))
         if len(maps) == 1:
             return maps[0]
         if self.stack:
@@ -304,6 +296,19 @@ class SliceEncoder(nn.Module):
         if self.fuse is not None:
             return self.fuse(torch.cat(maps, dim=1))
         return torch.stack(maps).mean(dim=0)
+
+    def vit_input(self, slices: Tensor) -> Tensor:
+        """``(N, C, H, W)`` slices -> ``(N, 3, h, w)`` normalised RGB, resized and padded to a
+        multiple of the patch size: exactly what the ViT sees (``volseg probe`` reads its
+        class tokens from the same input)."""
+        # Resizing is linear and weights sum to 1, so it commutes with the adapter and the
+        # normalisation: resize the C input channels, not the 3 RGB ones.
+        slices = resize_slices(slices, self.input_size)
+        rgb = self.adapter(slices) if self.adapter is not None else slices.expand(-1, 3, -1, -1)
+        rgb = (rgb - self.mean) / self.std
+        h, w = rgb.shape[-2:]
+        p = self.patch_size
+        return F.pad(rgb, (0, -w % p, 0, -h % p))  # zeros after normalisation = mean colour
 
     def _vit_maps(self, rgb: Tensor) -> list[Tensor]:
         """The normalised ``(N, E, h', w')`` outputs of the blocks in ``layers``."""

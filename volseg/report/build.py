@@ -24,6 +24,7 @@ from volseg.report.compare import comparison_sections, leaderboard_sections
 from volseg.report.datasets import Dataset, dataset_sections, find_datasets
 from volseg.report.environment import environment
 from volseg.report.headline import header_warnings, headlines
+from volseg.report.probe import probe_sections
 from volseg.report.render import (
     FIGURE_DIR,
     Facts,
@@ -106,6 +107,7 @@ def build_sections(
         datasets = find_datasets(collection, manifest)
     sections = [_inputs_section(collection)]
     sections += leaderboard_sections(collection.benches)
+    sections += probe_sections(collection.probes)
     sections += dataset_sections(datasets)
     sections += [model_section(run) for run in collection.runs]
     for task in ("segmentation", "classification"):
@@ -137,4 +139,5 @@ def _inputs_section(collection: Collection) -> Section:
     rows += [["training run", r.name, str(r.path)] for r in collection.runs]
     rows += [["predictions", p.name, str(p.path)] for p in collection.predictions]
     rows += [["benchmark", b.name, str(b.path)] for b in collection.benches]
+    rows += [["probe", p.name, str(p.path)] for p in collection.probes]
     return Section("Inputs", [Table(["kind", "name", "folder"], rows)])

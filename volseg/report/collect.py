@@ -8,6 +8,7 @@ their files:
 - training run (``volseg train``): ``config.yaml`` with ``metrics.csv`` or ``metrics.jsonl``;
   ``params.json`` (parameter counts) and ``splits.json`` are read when present;
 - predictions (``volseg predict``): ``timings.csv``;
+- probe (``volseg probe``): ``probe.csv`` (and ``probe.json``);
 - benchmark (``volseg bench``): ``bench.csv`` (and ``bench.yaml``, whose model order is the
   order of every table of the report: evaluations, runs and predictions of a bench are sorted
   by it, not by folder name).
@@ -111,6 +112,17 @@ class Bench:
 
 
 @dataclass
+class Probe:
+    """One ``volseg probe`` folder: ``probe.csv`` rows (strings) and ``probe.json`` less its
+    rows (protocol, pooling, splits, grid; empty when the file is absent or unreadable)."""
+
+    path: Path
+    name: str
+    rows: list[dict[str, str]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Collection:
     """Everything found under the report's inputs: each kind in discovery order, except that
     the folders of a benchmark follow its config's model order."""
@@ -120,6 +132,7 @@ class Collection:
     runs: list[Run] = field(default_factory=list)
     predictions: list[Predictions] = field(default_factory=list)
     benches: list[Bench] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
 
 
 def collect(inputs: Sequence[str | Path]) -> Collection:
@@ -153,8 +166,8 @@ def collect(inputs: Sequence[str | Path]) -> Collection:
         if not kinds:
             raise VolsegError(
                 f"{path}: holds no evaluation (summary.json), run (config.yaml + metrics.csv), "
-                "prediction (timings.csv) or bench (bench.csv) folder; run volseg "
-                "evaluate/train/predict/bench first"
+                "prediction (timings.csv), bench (bench.csv) or probe (probe.csv) folder; run "
+                "volseg evaluate/train/predict/bench/probe first"
             )
         for folder, kind in kinds:
             found.setdefault(folder.resolve(), set()).add(kind)
@@ -175,6 +188,8 @@ def collect(inputs: Sequence[str | Path]) -> Collection:
             )
         if "bench" in kinds:
             out.benches.append(_read_bench(folder, names[folder]))
+        if "probe" in kinds:
+            out.probes.append(_read_probe(folder, names[folder]))
     for kind in (out.evaluations, out.runs, out.predictions):
         kind.sort(key=lambda item: _bench_order(item.path, out.benches))
     return out
@@ -253,6 +268,8 @@ def _discover(root: Path, depth: int = 0) -> Iterator[tuple[Path, str]]:
         yield root, "predictions"
     if "bench.csv" in names:
         yield root, "bench"
+    if "probe.csv" in names:
+        yield root, "probe"
     if depth >= MAX_DEPTH:
         return
     for entry in entries:
@@ -335,6 +352,15 @@ def _read_bench(folder: Path, name: str) -> Bench:
     ]
     models += [r["model"] for r in rows if r.get("model") and r["model"] not in models]
     return Bench(folder, name, rows, models, str(config.get("test") or ""))
+
+
+def _read_probe(folder: Path, name: str) -> Probe:
+    try:
+        meta = json.loads((folder / "probe.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = {}  # probe.csv alone still makes the table
+    meta = {k: v for k, v in meta.items() if k != "rows"} if isinstance(meta, dict) else {}
+    return Probe(folder, name, read_csv(folder / "probe.csv"), meta)
 
 
 def _bench_order(folder: Path, benches: list[Bench]) -> tuple[int, int]:

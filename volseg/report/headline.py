@@ -32,8 +32,12 @@ TASKS = {"segmentation": "segmentation", "classification": "grading"}
 
 
 def header_warnings(collection: Collection) -> list[str]:
-    """Warnings for the top of the report: runs whose ViT encoder held random weights."""
+    """Warnings for the top of the report: runs (and probes) whose ViT encoder held random
+    weights."""
     random = [run.name for run in collection.runs if random_encoder(run.config)]
+    random += [
+        p.name for p in collection.probes if any(r.get("weights") == "random" for r in p.rows)
+    ]
     if not random:
         return []
     return [
