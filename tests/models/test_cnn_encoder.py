@@ -98,3 +98,13 @@ def test_frozen_cnn_features_are_cached(organs, tmp_path) -> None:  # noqa: F811
     session = build_session(plan, DistContext())
     assert session.cached is True
     assert isinstance(session.model.encoder, CnnSliceEncoder)
+
+
+def test_vit_only_adaptation_modes_are_refused_for_a_cnn() -> None:
+    from volseg.models.adapt import apply_adaptation
+
+    enc = CnnSliceEncoder("resnet10t")
+    with pytest.raises(VolsegError, match="needs ViT blocks"):
+        apply_adaptation(enc, "lora")
+    apply_adaptation(enc, "frozen")
+    assert enc.cacheable and not enc.vit.training
