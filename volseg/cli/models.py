@@ -46,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
         "forward on a 512 x 512 x 16 slab; mil: 2 grades, 4 modalities"
     )
     print(
-        f"{'encoder':<10}{'E':>6}{'encoder params':>16}  {'head':<8}{'head params':>13}"
+        f"{'encoder':<16}{'E':>6}{'encoder params':>16}  {'head':<8}{'head params':>13}"
         f"{'GFLOP/slab':>12}"
     )
     for row in rows:
         flops = "-" if row["gflops_per_slab"] is None else f"{row['gflops_per_slab']:,.1f}"
         print(
-            f"{row['encoder']:<10}{row['embed_dim']:>6}{row['encoder_params']:>16,}  "
+            f"{row['encoder']:<16}{row['embed_dim']:>6}{row['encoder_params']:>16,}  "
             f"{row['head']:<8}{row['head_params']:>13,}{flops:>12}"
         )
     return 0

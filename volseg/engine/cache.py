@@ -252,7 +252,9 @@ def _weights_identity(weights: str | None, encoder: nn.Module) -> Any:
         digest = hashlib.sha256()
         for name, tensor in sorted(encoder.state_dict().items()):
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(
+                tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )  # 0-d too
         return {"random": digest.hexdigest()}
     packaged = packaged_weights_file(weights)
     if packaged is not None:

@@ -103,6 +103,10 @@ def apply_adaptation(
     if mode not in MODES:
         raise VolsegError(f"encoder mode {mode!r} is not one of {', '.join(MODES)}")
     vit = encoder.vit
+    if mode in ("last_n", "lora") and not hasattr(vit, "blocks"):
+        raise VolsegError(
+            f"encoder mode {mode!r} needs ViT blocks; {encoder.name} is a CNN: use frozen or full"
+        )
     vit.requires_grad_(mode == "full")
     if mode == "last_n":
         depth = len(vit.blocks)

@@ -33,8 +33,9 @@ from volseg.errors import VolsegError
 from volseg.models import baselines, pyramid_head, seg_head  # noqa: F401
 from volseg.models.adapt import apply_adaptation
 from volseg.models.cls_head import GradeOutput
+from volseg.models.cnn_encoder import BACKBONES, build_encoder
 from volseg.models.encoder import DINOV2_EMBED_DIMS, SliceEncoder
-from volseg.models.registry import ENCODERS, HEADS, count_parameters
+from volseg.models.registry import HEADS, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def build_model(
     segmentation = cfg.task == "segmentation"
     learned = enc.channel_adapter == "learned"
     in_channels = len(modalities) if segmentation and learned else 1
-    encoder = ENCODERS.build(enc.name, cfg=enc, in_channels=in_channels)
+    encoder = build_encoder(enc, in_channels)
     if isinstance(encoder, SliceEncoder):  # the baselines' identity encoder has nothing to adapt
         apply_adaptation(
             encoder,
@@ -262,8 +263,19 @@ def format_counts(counts: Mapping[str, int]) -> str:
 @functools.cache
 def encoder_parameter_count(name: str) -> int:
     """Parameters of a registered encoder, counted without allocating them (meta device)."""
+    return _meta_encoder(name)[0]
+
+
+@functools.cache
+def _meta_encoder(name: str, layers: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+    """``(parameters, out_channels, patch_size)`` of encoder ``name`` built on the meta device
+    (CNN levels from ``layers``; DINOv2 ViTs with their last block)."""
+    from volseg.config.schema import EncoderConfig
+
+    cfg = EncoderConfig(name=name, layers=None if name in DINOV2_EMBED_DIMS else layers)
     with torch.device("meta"):
-        return count_parameters(SliceEncoder(name))
+        encoder = build_encoder(cfg)
+    return count_parameters(encoder), int(encoder.out_channels), int(encoder.patch_size)
 
 
 SLAB = (512, 512, 16)  # the slab `volseg models` counts head FLOPs on (a CT's in-plane size)
@@ -288,7 +300,7 @@ def head_gflops(head: nn.Module, cfg: ModelConfig, in_channels: int, patch_size:
 
 
 def head_parameter_table(
-    encoders: Mapping[str, str] = VIT_SIZES,
+    encoders: Mapping[str, str] = {**VIT_SIZES, **BACKBONES},
     *,
     num_classes: int = 4,
     num_grades: int = 2,
@@ -315,27 +327,34 @@ def head_parameter_table(
     blocks = len(set(enc.layers)) if enc.fusion == "stack" and enc.layers else 1
     rows: list[dict[str, object]] = []
     for label, name in encoders.items():
-        dim = DINOV2_EMBED_DIMS[name]
+        vit = name in DINOV2_EMBED_DIMS
+        levels = None if vit or enc.layers is None else tuple(enc.layers)
+        params, out, patch = _meta_encoder(name, levels)
+        dim = DINOV2_EMBED_DIMS[name] if vit else out
+        blocks_here = blocks if vit or name.startswith("vit") else 1
         for task, head, classes, mods in (
             ("segmentation", "pyramid", num_classes, ["CT"]),
             ("segmentation", "seg3d", num_classes, ["CT"]),
             ("classification", "mil", num_grades, list(modalities)),
         ):
             cfg = ModelConfig(task=task, encoder=enc, head=replace(model.head, name=head))
-            width = dim * (blocks if task == "segmentation" else 1)
+            width = dim * (blocks_here if task == "segmentation" else 1)
             size = None if enc.input_size == "native" else enc.input_size
             with torch.device("meta"):  # counted, never allocated
-                module = HEADS.build(head, **head_kwargs(cfg, width, classes, mods, 14, size))
+                module = HEADS.build(head, **head_kwargs(cfg, width, classes, mods, patch, size))
             seg = task == "segmentation"
             rows.append(
                 {
                     "encoder": label,
                     "embed_dim": dim,
-                    "encoder_params": encoder_parameter_count(name),
+                    "encoder_params": params,
+                    "patch_size": patch,
                     "task": task,
                     "head": head,
                     "head_params": count_parameters(module),
-                    "gflops_per_slab": round(head_gflops(module, cfg, width), 1) if seg else None,
+                    "gflops_per_slab": (
+                        round(head_gflops(module, cfg, width, patch), 1) if seg else None
+                    ),
                 }
             )
     return rows

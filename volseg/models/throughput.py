@@ -203,8 +203,8 @@ def chunk_size(encoder: SliceEncoder, slices: Tensor, *, tracked: bool) -> int:
     chunk = encoder.chunk
     if chunk != AUTO:
         return int(chunk)
-    if tracked or slices.device.type != "cuda":
-        return DEFAULT_CHUNK
+    if tracked or slices.device.type != "cuda" or not hasattr(encoder.vit, "blocks"):
+        return DEFAULT_CHUNK  # the memory model is a ViT's: CNNs take the default
     dtype = _autocast_dtype("cuda") or slices.dtype
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
     free = free_memory(slices.device)
