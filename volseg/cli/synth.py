@@ -32,9 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
     p.add_argument(
         "--dataset",
-        choices=["organs", "glioma", "abdomen", "both"],
+        choices=["organs", "glioma", "abdomen", "pelvis", "both"],
         default="both",
-        help="which dataset (both = organs + glioma; abdomen is the held-out CT benchmark set)",
+        help="which dataset (both = organs + glioma; abdomen, pelvis: held-out CT benchmarks)",
     )
     p.add_argument("--cases", type=int, default=16, help="cases per dataset (default 16)")
     p.add_argument(
@@ -92,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
 
         written.append(
             synthesize_abdomen(args.out / "abdomen", cases=args.cases, shape=shape, seed=args.seed)
+        )
+    if args.dataset == "pelvis":
+        from volseg.synth import synthesize_pelvis
+
+        written.append(
+            synthesize_pelvis(args.out / "pelvis", cases=args.cases, shape=shape, seed=args.seed)
         )
     for manifest in written:
         print(f"wrote {manifest}")

@@ -5,6 +5,9 @@
 - :func:`synthesize_abdomen`: a second, independent CT abdomen generator (other anatomy, shape
   model, distractors and scanner settings) kept as a held-out benchmark that recipes are not
   tuned on; spleen, liver and kidneys (:data:`ABDOMEN_LABELS`, both kidneys one label).
+- :func:`synthesize_pelvis`: a third CT generator by another hand, the male pelvis (bladder,
+  rectum, prostate, femoral heads; :data:`PELVIS_LABELS`), with organs of equal mean HU and
+  different texture, partial volume and correlated noise; a held-out test only, never tuned on.
 - :func:`synthesize_glioma`: four-modality brain MRI (T1, T1ce, T2, FLAIR) with a glioma,
   classification of its grade (:func:`grade_classes`), tumour map (:data:`TUMOUR_LABELS`).
 
@@ -26,6 +29,7 @@ from volseg.synth.glioma import (
     synthesize_glioma,
 )
 from volseg.synth.organs import ORGAN_LABELS, make_organ_case, synthesize_organs
+from volseg.synth.pelvis import PELVIS_LABELS, make_pelvis_case, synthesize_pelvis
 from volseg.synth.shapes import SynthCase, case_rng
 
 # Named volume sizes (X, Y, Z) in voxels; the phantoms fill the field of view at any size.
@@ -41,6 +45,7 @@ __all__ = [
     "ABDOMEN_LABELS",
     "MODALITIES",
     "ORGAN_LABELS",
+    "PELVIS_LABELS",
     "SIZES",
     "TUMOUR_LABELS",
     "SynthCase",
@@ -50,7 +55,9 @@ __all__ = [
     "make_abdomen_case",
     "make_glioma_case",
     "make_organ_case",
+    "make_pelvis_case",
     "synthesize_abdomen",
     "synthesize_glioma",
     "synthesize_organs",
+    "synthesize_pelvis",
 ]
