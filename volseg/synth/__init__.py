@@ -7,6 +7,9 @@
   tuned on; spleen, liver and kidneys (:data:`ABDOMEN_LABELS`, both kidneys one label).
 - :func:`synthesize_glioma`: four-modality brain MRI (T1, T1ce, T2, FLAIR) with a glioma,
   classification of its grade (:func:`grade_classes`), tumour map (:data:`TUMOUR_LABELS`).
+- :func:`synthesize_glioma_heldout`: a second, independent glioma generator (other tumour
+  shapes, grade cues, intensity and bias models, 1-3 mm slices, some missing modalities) in
+  the same layout, kept as a held-out grading test.
 
 All write ``imagesTr/``, ``labelsTr/``, a volseg ``manifest.json`` and ``synth.json`` (the
 request and every case's drawn parameters). Case ``k`` depends only on ``seed`` and ``k``;
@@ -25,6 +28,7 @@ from volseg.synth.glioma import (
     make_glioma_case,
     synthesize_glioma,
 )
+from volseg.synth.glioma_heldout import synthesize_glioma_heldout
 from volseg.synth.organs import ORGAN_LABELS, make_organ_case, synthesize_organs
 from volseg.synth.shapes import SynthCase, case_rng
 
@@ -52,5 +56,6 @@ __all__ = [
     "make_organ_case",
     "synthesize_abdomen",
     "synthesize_glioma",
+    "synthesize_glioma_heldout",
     "synthesize_organs",
 ]
