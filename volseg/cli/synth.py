@@ -32,9 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
     p.add_argument(
         "--dataset",
-        choices=["organs", "glioma", "abdomen", "pelvis", "both"],
+        choices=["organs", "glioma", "abdomen", "pelvis", "glioma-heldout", "both"],
         default="both",
-        help="which dataset (both = organs + glioma; abdomen, pelvis: held-out CT benchmarks)",
+        help="which dataset (both = organs + glioma; abdomen and pelvis are held-out CT "
+        "benchmark sets, glioma-heldout the held-out grading set)",
     )
     p.add_argument("--cases", type=int, default=16, help="cases per dataset (default 16)")
     p.add_argument(
@@ -98,6 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
         written.append(
             synthesize_pelvis(args.out / "pelvis", cases=args.cases, shape=shape, seed=args.seed)
+        )
+    if args.dataset == "glioma-heldout":
+        from volseg.synth import synthesize_glioma_heldout
+
+        written.append(
+            synthesize_glioma_heldout(
+                args.out / "glioma-heldout",
+                cases=args.cases,
+                shape=shape,
+                seed=args.seed,
+                grades=args.grades,
+            )
         )
     for manifest in written:
         print(f"wrote {manifest}")

@@ -10,6 +10,9 @@
   different texture, partial volume and correlated noise; a held-out test only, never tuned on.
 - :func:`synthesize_glioma`: four-modality brain MRI (T1, T1ce, T2, FLAIR) with a glioma,
   classification of its grade (:func:`grade_classes`), tumour map (:data:`TUMOUR_LABELS`).
+- :func:`synthesize_glioma_heldout`: a second, independent glioma generator (other tumour
+  shapes, grade cues, intensity and bias models, 1-3 mm slices, some missing modalities) in
+  the same layout, kept as a held-out grading test.
 
 All write ``imagesTr/``, ``labelsTr/``, a volseg ``manifest.json`` and ``synth.json`` (the
 request and every case's drawn parameters). Case ``k`` depends only on ``seed`` and ``k``;
@@ -28,6 +31,7 @@ from volseg.synth.glioma import (
     make_glioma_case,
     synthesize_glioma,
 )
+from volseg.synth.glioma_heldout import synthesize_glioma_heldout
 from volseg.synth.organs import ORGAN_LABELS, make_organ_case, synthesize_organs
 from volseg.synth.pelvis import PELVIS_LABELS, make_pelvis_case, synthesize_pelvis
 from volseg.synth.shapes import SynthCase, case_rng
@@ -58,6 +62,7 @@ __all__ = [
     "make_pelvis_case",
     "synthesize_abdomen",
     "synthesize_glioma",
+    "synthesize_glioma_heldout",
     "synthesize_organs",
     "synthesize_pelvis",
 ]
