@@ -11,6 +11,7 @@ import pytest
 
 from tests.inference.conftest import LABELS, body_ct, write_segmentation_checkpoint
 from tests.io.test_dicom_seg import OBLIQUE, check_seg, write_ct_series
+from tests.io.test_dicom_seg_missing_tags import write_sitk_series
 from volseg.errors import VolsegError
 from volseg.inference import predict_cohort
 from volseg.io import Geometry, read_image, write_image
@@ -52,6 +53,35 @@ def test_predict_writes_dicom_seg_equal_to_nifti_prediction(tmp_path, how):
     labels = read_image(tmp_path / "nii" / "ct.nii.gz").array
     assert set(np.unique(labels)) > {0}  # something to compare beyond background
     check_seg(seg / "ct.dcm", series, labels, LABELS)
+
+
+@pytest.mark.parametrize("how", ["cohort", pytest.param("cli", marks=pytest.mark.slow)])
+def test_predict_dicom_seg_over_a_simpleitk_series(tmp_path, caplog, how):
+    """The issue's series: written slice by slice with SimpleITK, so no Frame of Reference UID
+    and no Slice Thickness. The case succeeds with one warning line naming the series, and the
+    SEG holds the NIfTI prediction on the right slices."""
+    checkpoint = write_segmentation_checkpoint(tmp_path / "run" / "best.pt")
+    geometry = Geometry((20, 17, 6), OBLIQUE.spacing, OBLIQUE.origin, OBLIQUE.direction)
+    series = tmp_path / "series"
+    write_sitk_series(series, body_ct(geometry, seed=3))
+    seg = tmp_path / "seg"
+    warning = (
+        f"warning: {series}: the series has no Frame of Reference UID (0020,0052); its "
+        "DICOM-SEG gets a new one and references every slice by SOP Instance UID"
+    )
+    if how == "cli":
+        done = run_predict("--model", checkpoint, "--input", series, "--output", seg,
+                           "--format", "dicom-seg")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == f"{warning}\n"
+    else:
+        result = predict_cohort(checkpoint, series, seg, output_format="dicom-seg", progress=False)
+        assert result.exit_code == 0 and result.count("ok") == 1
+        assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+    predict_cohort(checkpoint, series, tmp_path / "nii", progress=False)
+    labels = read_image(tmp_path / "nii" / "series.nii.gz").array
+    assert set(np.unique(labels)) > {0}
+    check_seg(seg / "series.dcm", series, labels, LABELS)
 
 
 def test_predict_refuses_dicom_seg_for_image_file_input(tmp_path):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.io.atomic import atomic_path
-from volseg.io.image import Geometry, Image
+from volseg.io.dicom_sources import SourceSlice, source_slices
+from volseg.io.image import Image
 from volseg.io.read import image_format
 
 INSTALL_HINT = "install it with: pip install 'volseg[dicom]' (or pip install highdicom)"
@@ -55,21 +55,6 @@ _COLOURS = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SourceSlice:
-    """One slice of the source series and where its pixels lie on the label map's grid.
-
-    Attributes:
-        path: the DICOM file.
-        dataset: its header (pixel data not loaded).
-        index: ``(rows, columns, 3)`` voxel indices of the frame's pixels on the grid.
-    """
-
-    path: Path
-    dataset: Any
-    index: np.ndarray
 
 
 def require_dicom_series(path: str | Path) -> None:
@@ -160,7 +145,12 @@ def write_dicom_seg(
     with warnings.catch_warnings():
         # highdicom warns about one-word patient names (e.g. anonymised "ANON") in the source
         warnings.filterwarnings("ignore", message=".*intended person name", category=UserWarning)
-        seg = _segmentation(hd, slices, masks, segments, algorithm, version)
+        try:
+            seg = _segmentation(hd, slices, masks, segments, algorithm, version)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            # the source headers lack something highdicom needs that source_slices does not
+            # fill in: one line naming the series, highdicom's text for --verbose only
+            raise VolsegError(_refusal(slices[0].path.parent, e)) from e
     path = Path(path)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
@@ -195,46 +185,6 @@ def _segmentation(
     )
 
 
-def source_slices(
-    series: str | Path | Sequence[str | Path], geometry: Geometry
-) -> list[SourceSlice]:
-    """The slices of a single-frame DICOM series, each placed on ``geometry``'s voxel grid.
-
-    Files that are not DICOM images (no Image Position) are skipped. Slices come back in the
-    order of their voxel index along the grid axis they cut.
-
-    Raises:
-        VolsegError: no slices, several series, a multi-frame file, a slice off the grid, or
-            slices that do not cover the grid exactly once.
-    """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    folder = Path(series) if isinstance(series, (str, Path)) else None
-    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder else list(series)
-    where = folder or (Path(files[0]).parent if files else Path("."))
-    found = []
-    for file in map(Path, files):
-        try:
-            ds = pydicom.dcmread(file, stop_before_pixels=True)
-        except (InvalidDicomError, OSError):
-            continue
-        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
-            if "PixelSpacing" not in ds and _has_spacing(ds):
-                # highdicom copies frame geometry from Pixel Spacing only; secondary captures
-                # (GDCM's, so volseg's own DICOM writer) hold it under another keyword.
-                ds.PixelSpacing = list(pixel_spacing(ds))
-            found.append((file, ds))
-    if not found:
-        raise VolsegError(f"{where}: no DICOM image slices found for the DICOM-SEG's source")
-    uids = sorted({str(ds.SeriesInstanceUID) for _, ds in found})
-    if len(uids) > 1:
-        raise VolsegError(f"{where}: holds {len(uids)} DICOM series; put each in its own folder")
-    slices = [SourceSlice(file, ds, _frame_index(ds, geometry, file)) for file, ds in found]
-    _check_cover(slices, geometry, where)
-    return sorted(slices, key=lambda s: tuple(s.index[0, 0]))
-
-
 def read_dicom_seg_check(path: str | Path) -> None:
     """Check that ``path`` holds a readable DICOM Segmentation (resuming a cohort).
 
@@ -251,81 +201,13 @@ def read_dicom_seg_check(path: str | Path) -> None:
         raise VolsegError(f"{path}: not a DICOM Segmentation")
 
 
-def _frame_index(ds: Any, geometry: Geometry, file: Path) -> np.ndarray:
-    """Voxel indices ``(rows, columns, 3)`` of a slice's pixels on ``geometry``'s grid.
-
-    DICOM places pixel (row r, column c) at ``IPP + c * dc * row_dir + r * dr * col_dir``
-    (IOP = row_dir, col_dir; PixelSpacing = dr, dc). Mapped through the grid's inverse affine,
-    the start and both steps must be whole voxels, each step one voxel along its own axis.
-    """
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        raise VolsegError(f"{file}: multi-frame DICOM sources are not supported for DICOM-SEG")
-    try:
-        position = np.array(ds.ImagePositionPatient, dtype=np.float64)
-        orientation = np.array(ds.ImageOrientationPatient, dtype=np.float64)
-        dr, dc = pixel_spacing(ds)
-        rows, columns = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError) as e:
-        raise VolsegError(f"{file}: slice geometry tags missing or malformed ({e})") from None
-    to_index = np.linalg.inv(geometry.direction * geometry.spacing[None, :])
-    start = to_index @ (position - geometry.origin)
-    step_c = to_index @ (orientation[:3] * dc)
-    step_r = to_index @ (orientation[3:] * dr)
-    exact = np.round(np.stack([start, step_c, step_r]))
-    axes = [int(np.argmax(np.abs(exact[1]))), int(np.argmax(np.abs(exact[2])))]
-    steps_ok = all(np.abs(exact[i]).sum() == 1 for i in (1, 2)) and axes[0] != axes[1]
-    if not steps_ok or not np.allclose(exact, [start, step_c, step_r], atol=0.1):
-        raise VolsegError(
-            f"{file}: slice does not lie on the label map's voxel grid (position "
-            f"{position.round(3).tolist()}); write the labels on the series as read"
-        )
-    r = np.arange(rows)[:, None, None]
-    c = np.arange(columns)[None, :, None]
-    index = (exact[0] + c * exact[1] + r * exact[2]).astype(np.int64)
-    if index.min() < 0 or np.any(index.max(axis=(0, 1)) >= geometry.shape):
-        raise VolsegError(f"{file}: slice reaches outside the label map's grid {geometry.shape}")
-    return index
-
-
-def _has_spacing(ds: Any) -> bool:
-    try:
-        pixel_spacing(ds)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return True
-
-
-def pixel_spacing(ds: Any) -> tuple[float, float]:
-    """(row, column) spacing in mm: Pixel Spacing, or what secondary captures hold instead.
-
-    GDCM (SimpleITK, and so volseg's own DICOM writer) stores Nominal Scanned Pixel Spacing in
-    secondary-capture files.
-    """
-    for keyword in ("PixelSpacing", "NominalScannedPixelSpacing", "ImagerPixelSpacing"):
-        if keyword in ds:
-            dr, dc = (float(v) for v in ds.get(keyword))
-            return dr, dc
-    raise AttributeError("no Pixel Spacing")
-
-
-def _check_cover(slices: list[SourceSlice], geometry: Geometry, where: Path) -> None:
-    """Every slice cuts the same axis in the same orientation, and they hold each voxel once.
-
-    Each slice is a whole plane of unit steps inside the grid (:func:`_frame_index`), so one
-    slice per index along the cut axis covers the grid exactly.
-    """
-    starts = np.array([s.index[0, 0] for s in slices])
-    steps = {(*(s.index[0, 1] - s.index[0, 0]), *(s.index[1, 0] - s.index[0, 0])) for s in slices}
-    moving = np.flatnonzero(np.ptp(starts, axis=0))
-    cut = int(moving[0]) if len(moving) == 1 else 2
-    planes = sorted(int(start[cut]) for start in starts)
-    pixels = sum(s.index.shape[0] * s.index.shape[1] for s in slices)
-    whole = len(steps) == 1 and len(moving) <= 1 and pixels == int(np.prod(geometry.shape))
-    if not whole or planes != list(range(geometry.shape[cut])):
-        raise VolsegError(
-            f"{where}: its {len(slices)} slices do not cover the label map's grid "
-            f"{geometry.shape} once each (missing or repeated slices?)"
-        )
+def _refusal(where: Path, error: Exception) -> str:
+    missing = getattr(error, "name", None) if isinstance(error, AttributeError) else None
+    what = f"no {missing} tag" if missing else "headers highdicom cannot use"
+    return (
+        f"{where}: cannot write a DICOM-SEG over this series ({what}); fix the series' "
+        "headers (--verbose shows details) or predict with --format nii.gz"
+    )
 
 
 def _segment_names(

@@ -294,8 +294,10 @@ def _read_dicom(folder: Path) -> Image:
             "put each series in its own folder"
         )
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    # Before reading: ITK would read a series with a slice missing at a uniform, wrong spacing.
+    # Before reading: ITK would read a series with a slice missing at a uniform, wrong spacing,
+    # and one without any pixel spacing tag at 1 mm in plane.
     check_slice_gaps(_slice_positions(files), folder)
+    _require_pixel_spacing(files[0], folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -325,6 +327,31 @@ def _slice_positions(files: list[str]) -> list[float]:
             return []
         positions.append(float(np.dot(position, normal)))
     return positions
+
+
+# Where DICOM images hold their in-plane spacing: Pixel Spacing, or (secondary captures, GDCM's
+# own among them; projection radiographs) Nominal Scanned / Imager Pixel Spacing.
+_PIXEL_SPACING_KEYS = ("0028|0030", "0018|2010", "0018|1164")
+
+
+def _require_pixel_spacing(file: str, folder: Path) -> None:
+    """Refuse a series whose slices hold no in-plane spacing (ITK would assume 1 mm).
+
+    Raises:
+        VolsegError: the first slice has none of the pixel spacing tags.
+    """
+    reader = sitk.ImageFileReader()
+    reader.LoadPrivateTagsOff()
+    reader.SetFileName(file)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # the series read itself says what is wrong with the file
+    if not any(reader.HasMetaDataKey(key) for key in _PIXEL_SPACING_KEYS):
+        raise VolsegError(
+            f"{folder}: {Path(file).name} has no Pixel Spacing (0028,0030), so the in-plane "
+            "spacing is unknown; add it to the series (e.g. with pydicom)"
+        )
 
 
 def _numbers(reader: sitk.ImageFileReader, key: str, count: int) -> np.ndarray:
