@@ -179,6 +179,7 @@ def test_grading_run_reports_auc(glioma, tmp_path, capsys):
     last = rows(run_dir)[-1]
     assert {"auc", "balanced_accuracy", "accuracy", "val_loss"} <= set(last)
     assert 0 <= last["balanced_accuracy"] <= 1
+    assert last["temperature"] > 0 and 0 <= last["ece"] <= 1 and 0 <= last["ece_calibrated"] <= 1
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert checkpoint["classes"] == ["grade2", "grade3"] and checkpoint["task"] == "classification"
     out = capsys.readouterr().err  # the run's console is stderr
