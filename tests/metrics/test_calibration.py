@@ -39,3 +39,21 @@ def test_ece_is_near_zero_when_calibrated_and_large_when_overconfident() -> None
 
 def test_no_cases_keeps_temperature_one() -> None:
     assert fit_temperature(np.zeros((0, 2)), np.zeros(0, dtype=int)) == 1.0
+
+
+def test_reliability_bins_match_the_ece() -> None:
+    from volseg.metrics.classification import reliability_bins
+
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.95, 0.05], [0.55, 0.45], [0.05, 0.95], [0.8, 0.2]])
+    bins = reliability_bins(y, probs)
+    assert sum(b[2] for b in bins) == 4
+    top = bins[-1]  # (14/15, 1]: the two 0.95 cases, both right
+    assert top[2] == 2 and top[3] == pytest.approx(0.95) and top[4] == 1.0
+    ece = sum(b[2] * abs(b[4] - b[3]) for b in bins) / 4
+    assert ece == pytest.approx(expected_calibration_error(y, probs))
+
+
+def test_separable_cases_are_not_sharpened() -> None:
+    logits = np.array([[2.0, -2.0], [1.0, -1.0], [-1.5, 1.5], [-0.5, 0.5]])
+    assert fit_temperature(logits, np.array([0, 0, 1, 1])) == 1.0

@@ -40,7 +40,9 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, iterations: int =
         y_true: ``(N,)`` true class ids.
 
     Returns:
-        T > 0; 1.0 when there are no cases.
+        T > 0; 1.0 when there are no cases, or when the minimum lies at the range's low end:
+        cases the logits separate perfectly make the NLL fall without bound as T -> 0, and
+        sharpening on them would make held-out predictions near-certain, so they stay as is.
     """
     y = np.asarray(y_true)
     if len(y) == 0:
@@ -58,4 +60,5 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, iterations: int =
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
             fb = temperature_nll(logits, y, math.exp(b))
-    return math.exp((lo + hi) / 2)
+    log_t = (lo + hi) / 2
+    return 1.0 if log_t < LOG_T_RANGE[0] + 1e-3 else math.exp(log_t)
