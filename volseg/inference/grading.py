@@ -95,6 +95,7 @@ def grade_result(
     reference: Image,
     slice_dim: int,
     top_slices: int,
+    temperature: float = 1.0,
 ) -> GradeResult:
     """A :class:`GradeResult` from the head's output ``out`` for one case.
 
@@ -106,12 +107,15 @@ def grade_result(
         reference: the image the case was read from (its grid: the input file's).
         slice_dim: the spatial axis the encoder slices along.
         top_slices: how many most-attended slices to report per modality.
+        temperature: T of temperature scaling: probabilities are ``softmax(logits / T)``
+            (1.0: uncalibrated); the argmax is the same for every T.
     """
-    probs = grade_probabilities(out.logits)
+    probs = grade_probabilities(out.logits.float() / temperature)
     names = list(classes or [str(i) for i in range(len(probs))])
     result = GradeResult(
         probabilities=dict(zip(names, probs, strict=True)),
         predicted=names[int(np.argmax(probs))],
+        temperature=float(temperature),
         modalities_used=list(present),
         modality_attention={
             m: float(out.modality_attention[0, i]) for i, m in enumerate(modalities)

@@ -33,6 +33,7 @@ the next case while the current one runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,10 @@ class Predictor:
         options: InferenceOptions | None = None,
         label_names: Mapping[int, str] | None = None,
         name: str = "the model",
+        temperature: float = 1.0,
     ) -> None:
         self.config = config
+        self.temperature = temperature  # grading: probabilities are softmax(logits / T)
         self.task = config.model.task
         self.name = name
         self.modalities = list(modalities)
@@ -179,6 +182,7 @@ class Predictor:
             options=options,
             label_names=checkpoint["labels"] if segmentation else None,
             name=name,
+            temperature=1.0 if segmentation else checkpoint_temperature(checkpoint),
         )
 
     def predict(
@@ -355,4 +359,16 @@ class Predictor:
                 reference=case[REFERENCE_KEY],
                 slice_dim=slice_dim(self.config.model.encoder.slice_axis),
                 top_slices=self.options.top_slices,
+                temperature=self.temperature,
             )
+
+
+def checkpoint_temperature(checkpoint: Mapping[str, Any]) -> float:
+    """The grading temperature fitted on the validation cases of the checkpoint's epoch
+    (``metrics.temperature``, written by ``volseg train``); 1.0 (uncalibrated) when absent."""
+    value = (checkpoint.get("metrics") or {}).get("temperature")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 1.0
+    return value if math.isfinite(value) and value > 0 else 1.0

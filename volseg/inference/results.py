@@ -74,11 +74,13 @@ class GradeResult:
         modality_attention: modality -> weight of the modality-level attention.
         top_slices: modality -> most-attended slices, input-file indices, most attended first.
         slice_axis: modality -> input axis (0, 1, 2) the ``top_slices`` indices count along.
+        temperature: T the logits were divided by before the softmax (1.0: uncalibrated).
     """
 
     probabilities: dict[str, float]
     predicted: str
     modalities_used: list[str]
+    temperature: float = 1.0
     modality_attention: dict[str, float] = field(default_factory=dict)
     top_slices: dict[str, list[int]] = field(default_factory=dict)
     slice_axis: dict[str, int] = field(default_factory=dict)

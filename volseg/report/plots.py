@@ -150,6 +150,22 @@ GROUP_LABELS = {
 }
 
 
+def reliability(bins: Sequence[Sequence[float]], ece: float | None) -> bytes:
+    """Reliability diagram: accuracy against mean confidence per bin (``[lo, hi, n, conf,
+    acc]``, :func:`volseg.metrics.classification.reliability_bins`), bar width = bin."""
+    fig = Figure(figsize=(4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for lo, hi, n, conf, acc in bins:
+        ax.bar(lo, acc, width=hi - lo, align="edge", color="tab:blue", alpha=0.7, edgecolor="k")
+        ax.plot([conf], [acc], "o", color="tab:red", ms=3)
+        ax.text((lo + hi) / 2, acc + 0.02, str(int(n)), ha="center", fontsize=7)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence (max probability)", ylabel="accuracy")
+    title = "reliability" if ece is None else f"reliability, ECE {ece:.3f}"
+    ax.set_title(title, fontsize=9)
+    return to_png(fig)
+
+
 def is_bookkeeping(key: str) -> bool:
     """True for logged columns that are counters, sizes, time or memory, not curves."""
     lowered = key.lower()

@@ -340,6 +340,15 @@ def _classification(ev: Evaluation) -> Section:
                 "Confusion matrix: rows true class, columns predicted (argmax).",
             )
         )
+    if s.get("reliability"):
+        figures.append(
+            Figure(
+                f"{ev.name}_reliability",
+                plots.reliability(s["reliability"], metrics.get("ECE")),
+                "Reliability: accuracy per confidence bin (15 equal-width bins; case counts on "
+                "the bars, red dots the mean confidence); on the dashed line = calibrated.",
+            )
+        )
     if figures:
         blocks.append(Row(figures))
     if ev.per_case:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from volseg.report import plots
@@ -92,7 +93,7 @@ def training_sections(runs: list[Run]) -> list[Section]:
                 for n, r in enumerate(run.metrics)
                 if key in r
             ]
-            lower = "loss" in key
+            lower = "loss" in key or key.startswith("ece")
             best = (min if lower else max)(points, key=lambda p: p[1])
             rows.append(
                 [
@@ -111,5 +112,36 @@ def training_sections(runs: list[Run]) -> list[Section]:
                     title="Last and best value of each logged curve",
                 )
             )
+        calibration = calibration_table(run.metrics)
+        if calibration is not None:
+            blocks.append(calibration)
         sections.append(Section(f"Training: {run.name}", blocks))
     return sections
+
+
+def calibration_table(rows: list[dict]) -> Table | None:
+    """Temperature and ECE of the best epoch's validation (the epoch of best.pt, whose T
+    ``volseg predict`` applies); None for runs that log no temperature (segmentation)."""
+    scored = [r for r in rows if "temperature" in r]
+    if not scored:
+        return None
+    key = plots.score_column(rows)
+
+    def score(r: dict) -> float:  # NaN never wins, as when training picks best.pt
+        value = r.get(key, math.nan) if key else math.nan
+        return -math.inf if math.isnan(value) else value
+
+    best = max(scored, key=score)
+    return Table(
+        ["epoch", "temperature T", "ECE before", "ECE after"],
+        [
+            [
+                fmt(best.get("epoch", 0), 0),
+                fmt(best["temperature"], 3),
+                fmt(best["ece"], 4),
+                fmt(best["ece_calibrated"], 4),
+            ]
+        ],
+        title="Calibration of the best epoch (validation cases; T fitted on them by NLL; "
+        "ECE over 15 equal-width confidence bins; predict divides logits by this T)",
+    )
