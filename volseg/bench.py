@@ -25,7 +25,8 @@ The folder gets ``runs/``, ``predictions/<model>/``, ``evaluation/<model>/``, ``
 encoder: the same head on the image alone (``model.encoder.name=none`` with the ``pyramid``
 head; :func:`volseg.models.build.image_only`). That row is found in the models' configs (or
 named by ``encoder_off``; a model's own ``encoder_off`` pairs it with another row, e.g. the
-encoder-off model trained on the same cases), and every other segmentation model gets
+encoder-off model trained on the same cases), and every other segmentation model (an
+encoder-off row only when it names its own ``encoder_off``) gets
 ``vs_encoder_off``: the mean over test cases of its per-case foreground mean Dice minus its
 encoder-off model's on the same case, with a paired bootstrap 95% CI over cases
 (``vs_encoder_off_ci95``), so a table says what the encoder added, not only what the whole
@@ -131,18 +132,29 @@ def load_bench_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchC
     return cfg
 
 
+def _is_encoder_off(model: BenchModel) -> bool:
+    """Whether ``model`` is trained here as the encoder-off ablation (pyramid, no encoder)."""
+    from volseg.models.build import image_only
+
+    if model.run:
+        return False
+    return image_only(load_config(Config, model.config or None, model.overrides).model)
+
+
 def encoder_off_model(cfg: BenchConfig) -> str:
     """The name of the encoder-off row of ``cfg`` (``encoder_off``, else the first model
     whose config is the encoder-off ablation), or ``""`` when the bench has none."""
-    from volseg.models.build import image_only
-
     if cfg.encoder_off:
         return cfg.encoder_off
-    for model in cfg.models:
-        if not model.run and image_only(load_config(Config, model.config or None,
-                                                    model.overrides).model):  # fmt: skip
-            return model.name
-    return ""
+    return next((model.name for model in cfg.models if _is_encoder_off(model)), "")
+
+
+def encoder_off_pairs(cfg: BenchConfig) -> dict[str, str]:
+    """Model -> the model its encoder contribution is measured against: its own
+    ``encoder_off``, else the bench's encoder-off row; ``""`` for an encoder-off row without
+    its own ``encoder_off`` (removing the encoder from a model that has none says nothing)."""
+    off = encoder_off_model(cfg)
+    return {m.name: m.encoder_off or ("" if _is_encoder_off(m) else off) for m in cfg.models}
 
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
@@ -156,8 +168,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
     out = Path(cfg.output_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "bench.yaml")
-    off = encoder_off_model(cfg)
-    pairs = {m.name: m.encoder_off or off for m in cfg.models}
+    pairs = encoder_off_pairs(cfg)
     results = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
     rows = [row for row, _ in results]
     add_encoder_contribution(rows, {row["model"]: s for row, s in results}, pairs)

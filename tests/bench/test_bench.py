@@ -10,6 +10,7 @@ import pytest
 from volseg.bench import (
     add_encoder_contribution,
     encoder_off_model,
+    encoder_off_pairs,
     load_bench_config,
     run_bench,
 )
@@ -108,6 +109,26 @@ def test_bench_finds_or_checks_the_encoder_off_row(tmp_path):
     bench.write_text(bench.read_text() + "    encoder_off: vit2\n")
     with pytest.raises(VolsegError, match="models\\[1\\].encoder_off.*'vit2'"):
         load_bench_config(bench)
+
+
+def test_encoder_off_rows_are_not_paired_with_each_other(tmp_path):
+    # A few-label bench holds one encoder-off row per pool size: each ViT row pairs with the
+    # bench's encoder-off row unless it names its own, and no encoder-off row is compared with
+    # another encoder-off row unless its config says so.
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "name: x\ntest: t.json\nmodels:\n"
+        "  - name: vit1\n    config: ''\n"
+        "  - name: off1\n    config: ''\n    overrides: [model.encoder.name=none]\n"
+        "  - name: vit5\n    config: ''\n    encoder_off: off5\n"
+        "  - name: off5\n    config: ''\n    overrides: [model.encoder.name=none]\n"
+    )
+    assert encoder_off_pairs(load_bench_config(bench)) == {
+        "vit1": "off1",
+        "off1": "",
+        "vit5": "off5",
+        "off5": "",
+    }
 
 
 def test_bench_config_errors_name_the_key(tmp_path, capsys):
