@@ -51,3 +51,20 @@ def test_evaluate_bad_options_are_one_line_errors(tmp_path, capsys):
     assert main([*args, "--resamples", "10"]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("error:") for e in errors)
+
+
+def test_evaluate_grading_takes_the_folder_predict_wrote(tmp_path, capsys):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    scores = {"p1": 0.1, "p2": 0.4, "p3": 0.35, "p4": 0.8}
+    with (pred / "predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "prob_low", "prob_high", "predicted"])
+        writer.writerows([c, 1 - s, s, "high" if s >= 0.5 else "low"] for c, s in scores.items())
+    truth = tmp_path / "truth.csv"
+    truth.write_text("case_id,label\np1,low\np2,low\np3,high\np4,high\n")
+    args = ["evaluate", "--pred", str(pred), "--ref", str(truth), "--out", str(tmp_path / "e")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
+    assert summary["metrics"]["AUC"] == 0.75
+    assert "AUC: 0.750" in capsys.readouterr().out

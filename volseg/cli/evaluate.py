@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "format); --ref is a folder with the same names or a manifest (its label maps and label\n"
         "names are used). Cases are matched by id; a grid mismatch is an error, never resampled.\n"
         "Grading: --pred is predictions.csv (case_id, prob_<class> columns, as volseg predict\n"
-        "writes) and --ref a manifest or CSV with case_id,label.\n"
+        "writes), or the folder holding it, and --ref a manifest or CSV with case_id,label.\n"
         "Writes OUT/summary.json (per case, per class, mean, foreground mean, CIs, the\n"
         "conventions for empty masks) and OUT/per_case.csv.\n"
         "Empty references: if all are empty there is nothing to score (an error); if some are,\n"
@@ -60,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resamples < 1000:
         raise VolsegError("--resamples must be at least 1000 for stable 95% intervals")
     common = dict(allow_missing=args.allow_missing, n_resamples=args.resamples, seed=args.seed)
-    if args.pred.suffix.lower() == ".csv":
-        summary = evaluate_classification(args.pred, args.ref, args.out, **common)
+    pred = args.pred
+    if pred.is_dir() and (pred / "predictions.csv").is_file():
+        pred = pred / "predictions.csv"  # the folder `volseg predict` wrote for a grading model
+    if pred.suffix.lower() == ".csv":
+        summary = evaluate_classification(pred, args.ref, args.out, **common)
         metrics, ci = summary["metrics"], summary["ci95"]
         for name in ("AUC", "balanced_accuracy", "accuracy"):
             if name in metrics:
