@@ -144,17 +144,24 @@ def _is_encoder_off(model: BenchModel) -> bool:
 def encoder_off_model(cfg: BenchConfig) -> str:
     """The name of the encoder-off row of ``cfg`` (``encoder_off``, else the first model
     whose config is the encoder-off ablation), or ``""`` when the bench has none."""
-    if cfg.encoder_off:
-        return cfg.encoder_off
-    return next((model.name for model in cfg.models if _is_encoder_off(model)), "")
+    return _bench_encoder_off(cfg, _encoder_off_rows(cfg))
+
+
+def _encoder_off_rows(cfg: BenchConfig) -> list[str]:
+    return [model.name for model in cfg.models if _is_encoder_off(model)]
+
+
+def _bench_encoder_off(cfg: BenchConfig, ablations: Sequence[str]) -> str:
+    return cfg.encoder_off or (ablations[0] if ablations else "")
 
 
 def encoder_off_pairs(cfg: BenchConfig) -> dict[str, str]:
     """Model -> the model its encoder contribution is measured against: its own
     ``encoder_off``, else the bench's encoder-off row; ``""`` for an encoder-off row without
     its own ``encoder_off`` (removing the encoder from a model that has none says nothing)."""
-    off = encoder_off_model(cfg)
-    return {m.name: m.encoder_off or ("" if _is_encoder_off(m) else off) for m in cfg.models}
+    ablations = _encoder_off_rows(cfg)
+    off = _bench_encoder_off(cfg, ablations)
+    return {m.name: m.encoder_off or ("" if m.name in ablations else off) for m in cfg.models}
 
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
