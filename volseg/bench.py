@@ -54,6 +54,7 @@ BENCH_COLUMNS = [
     "task",
     "score",
     "score_name",
+    "score_ci95",
     "train_seconds",
     "seconds_per_volume",
     "peak_memory_mb",
@@ -259,14 +260,17 @@ def _bench_model(
             predictions, cfg.test, evaluation, tolerance_mm=cfg.tolerance_mm, workers=1
         )
         score, score_name = summary["foreground_mean"].get("Dice"), "foreground mean Dice"
+        ci = (summary.get("ci95_foreground") or {}).get("Dice")
     else:
         summary = evaluate_classification(predictions / "predictions.csv", cfg.test, evaluation)
         score, score_name = summary["metrics"].get("AUC"), "AUC"
+        ci = (summary.get("ci95") or {}).get("AUC")
     row = {
         "model": model.name,
         "task": task,
         "score": score,
         "score_name": score_name,
+        "score_ci95": _format_ci(ci),
         "train_seconds": round(train_seconds, 1) if not model.run else "",
         "seconds_per_volume": round(sum(seconds) / max(len(seconds), 1), 3),
         "peak_memory_mb": max(
@@ -281,20 +285,30 @@ def _bench_model(
     return row, summary
 
 
+def _format_ci(ci: Sequence[float] | None) -> str:
+    """``[lo, hi]`` of a bootstrap CI to 3 decimals; ``""`` where none was computed."""
+    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return ""
+    return f"[{float(ci[0]):.3f}, {float(ci[1]):.3f}]"
+
+
 def print_bench(rows: Sequence[dict[str, Any]]) -> None:
     """The bench table on stdout (with the encoder's contribution when the bench has the
     encoder-off row)."""
     contribution = any(row.get("vs_encoder_off") != "" for row in rows)
     extra = f"  {'vs encoder off [95% CI]':<30}" if contribution else ""
-    print(f"{'model':<18}{'score':>9}  {'s/volume':>9}{'peak MB':>10}{extra}  metric")
+    print(
+        f"{'model':<18}{'score':>9} {'[95% CI]':<16}{'s/volume':>9}{'peak MB':>10}{extra}  metric"
+    )
     for row in rows:
         score = "n/a" if row["score"] is None else f"{row['score']:.3f}"
+        ci = row.get("score_ci95") or "-"
         if contribution:
             delta = row.get("vs_encoder_off")
             cell = f"{delta:+.3f} {row['vs_encoder_off_ci95']}" if delta != "" else "-"
             extra = f"  {cell:<30}"
         print(
-            f"{row['model']:<18}{score:>9}  {row['seconds_per_volume']:>9}"
+            f"{row['model']:<18}{score:>9} {ci:<16}{row['seconds_per_volume']:>9}"
             f"{row['peak_memory_mb']:>10}{extra}  {row['score_name']} ({row['device']})"
         )
 

@@ -52,6 +52,10 @@ def test_bench_trains_predicts_scores_and_reports(tmp_path):
         assert 0.0 <= float(row["score"]) <= 1.0
         assert float(row["seconds_per_volume"]) > 0 and float(row["peak_memory_mb"]) > 0
         assert (out / "evaluation" / row["model"] / "summary.json").is_file()
+        # the score's CI is the evaluation's bootstrap CI of the foreground-mean Dice
+        summary = json.loads((out / "evaluation" / row["model"] / "summary.json").read_text())
+        low, high = summary["ci95_foreground"]["Dice"]
+        assert json.loads(row["score_ci95"]) == pytest.approx([low, high], abs=5e-4)
     # the encoder's contribution: found from the configs, paired per case against no_encoder
     assert rows["no_encoder"]["vs_encoder_off"] == ""
     dice = {m: _case_dice(out / "evaluation" / m / "summary.json") for m in rows}

@@ -104,6 +104,7 @@ def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
             score = number(row.get("score"))
             rank = str(scores.index(score) + 1) if math.isfinite(score) else "n/a"
             cells = [fmt(row.get(key), digits) for key, _, digits in LEADERBOARD_COLUMNS]
+            cells.insert(1, row.get("score_ci95") or "-")
             contribution = [_contribution(row)] if with_contribution else []
             table.append(
                 [
@@ -116,6 +117,7 @@ def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
                 ]
             )
         header = ["model", "rank", *(title for _, title, _ in LEADERBOARD_COLUMNS)]
+        header.insert(3, "score 95% CI")
         if with_contribution:
             header.append("encoder's contribution: Dice - encoder off [95% CI]")
         caption = (
