@@ -307,7 +307,9 @@ def test_cached_features_keep_only_safe_transforms(organ) -> None:
     assert spatial and image_only  # segmentation: the head's image input is augmented too
     assert all(list(t.keys) == ["image"] for t in image_only)
     assert {type(t) for t in image_only} == {
-        RandScaleIntensityd, RandShiftIntensityd, RandGaussianNoised
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        RandGaussianNoised,
     }
     assert all(isinstance(t, FEATURE_SAFE_TRANSFORMS) for t in after[: len(after) - 6])
 
@@ -383,6 +385,4 @@ def test_cached_grading_pipeline_leaves_the_image_alone() -> None:
     )
     names = [type(t) for t in pipeline.transforms]
     after = pipeline.transforms[names.index(CropForegroundd) + 1 :]
-    assert all(
-        isinstance(t, FEATURE_SAFE_TRANSFORMS) for t in after if isinstance(t, Randomizable)
-    )
+    assert all(isinstance(t, FEATURE_SAFE_TRANSFORMS) for t in after if isinstance(t, Randomizable))

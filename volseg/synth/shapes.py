@@ -247,9 +247,7 @@ MAX_VOXELS = 512**3
 MAX_SIDE = 2048
 
 
-def check_request(
-    cases: int, shape: Sequence[int], minimum: int = 8
-) -> tuple[int, int, int]:
+def check_request(cases: int, shape: Sequence[int], minimum: int = 8) -> tuple[int, int, int]:
     """Validate a dataset request before anything is allocated; returns the shape as ints.
 
     Raises:
