@@ -182,7 +182,7 @@ def overlay_figure(
             ax.set_title(f"{view}\nslice {'ijk'[axis]} = {index} (of 0-{n - 1})", fontsize=8)
             if col == 0:
                 ax.set_ylabel(what, fontsize=10, fontweight="bold")
-            _letters(ax, letters)
+            edge_letters(ax, letters)
             _scale_bar(ax, width * pw)
     names = label_names or {}
     handles = [
@@ -225,7 +225,8 @@ def _outline(ax, mask: np.ndarray, labels: list[int], pw: float, ph: float) -> N
             )  # fmt: skip
 
 
-def _letters(ax, letters: tuple[str, str, str, str]) -> None:
+def edge_letters(ax, letters: tuple[str, str, str, str]) -> None:
+    """The orientation letters (top, bottom, left, right) at the panel edges."""
     for text, xy, align in zip(
         letters,
         ((0.5, 0.98), (0.5, 0.02), (0.02, 0.5), (0.98, 0.5)),

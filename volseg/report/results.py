@@ -15,6 +15,7 @@ from volseg.data import Manifest, load_manifest
 from volseg.errors import VolsegError
 from volseg.io import Image, read_image
 from volseg.report import overlays, plots
+from volseg.report.attention import attention_blocks
 from volseg.report.collect import Evaluation, manifest_path, number
 from volseg.report.render import Block, Facts, Figure, Row, Section, Table, Text
 
@@ -351,6 +352,7 @@ def _classification(ev: Evaluation) -> Section:
         )
     if figures:
         blocks.append(Row(figures))
+    blocks += attention_blocks(ev)
     if ev.per_case:
         header = list(ev.per_case[0])
         rows = [[_cell(row.get(h, "")) for h in header] for row in ev.per_case]
