@@ -21,6 +21,11 @@ every model predicts the same cases through ``volseg predict``'s code, is scored
 The folder gets ``runs/``, ``predictions/<model>/``, ``evaluation/<model>/``, ``bench.csv``
 (quality, seconds per volume, peak memory per model) and ``report/``.
 
+**Probes.** ``probes:`` lists ``volseg probe`` runs (a config and overrides, ``protocol``
+knn / linear / fewshot, ``shots``, ``seeds``): the seed papers' protocols on frozen features,
+each scored on the held-out fold of its own config's manifest. They land in
+``probes/<name>/`` with ``probes.csv`` gathering their rows, and the report's Probes table.
+
 **The encoder's contribution.** A segmentation bench should carry the row that removes the
 encoder: the same head on the image alone (``model.encoder.name=none`` with the ``pyramid``
 head; :func:`volseg.models.build.image_only`). That row is found in the models' configs (or
@@ -86,6 +91,27 @@ class BenchModel:
 
 
 @dataclass
+class BenchProbe:
+    """One ``volseg probe`` run on frozen features (the seed papers' protocols).
+
+    Attributes:
+        name: label in tables and the folder name under ``probes/``.
+        config: training config YAML (its data, encoder and folds); empty: the defaults.
+        overrides: ``key=value`` overrides on top of ``config``.
+        protocol: ``knn``, ``linear`` or ``fewshot``.
+        shots: few-shot ``n`` per class.
+        seeds: few-shot draws per ``n``.
+    """
+
+    name: str = ""
+    config: str = ""
+    overrides: list[str] = field(default_factory=list)
+    protocol: str = "knn"
+    shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    seeds: int = 5
+
+
+@dataclass
 class BenchConfig:
     """A benchmark.
 
@@ -99,6 +125,8 @@ class BenchConfig:
         encoder_off: the model every other one is compared with for the encoder's
             contribution; empty: the first model trained as the encoder-off ablation
             (``model.encoder.name=none`` with the ``pyramid`` head), if any.
+        probes: ``volseg probe`` runs; each scores the held-out fold of its own config's
+            manifest (``volseg probe``'s splits), not ``test``.
     """
 
     name: str = "bench"
@@ -108,15 +136,33 @@ class BenchConfig:
     tolerance_mm: float = 2.0
     tta: bool = False
     encoder_off: str = ""
+    probes: list[BenchProbe] = field(default_factory=list)
 
 
 def load_bench_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchConfig:
     """Read and check a bench config (unknown keys and wrong types fail naming the key)."""
+    from volseg.probe.run import PROTOCOLS
+
     cfg = load_config(BenchConfig, path, overrides)
-    if not cfg.test:
+    if not cfg.models and not cfg.probes:
+        raise VolsegError(f"{path}: keys 'models' and 'probes' list nothing to run")
+    if cfg.models and not cfg.test:
         raise VolsegError(f"{path}: key 'test' must name the manifest of the cases to score")
-    if not cfg.models:
-        raise VolsegError(f"{path}: key 'models' lists no models")
+    probe_names = [p.name for p in cfg.probes]
+    for i, probe in enumerate(cfg.probes):
+        if not probe.name:
+            raise VolsegError(f"{path}: probes[{i}] needs a 'name'")
+        if probe.protocol not in PROTOCOLS:
+            raise VolsegError(
+                f"{path}: key 'probes[{i}].protocol' is {probe.protocol!r}; use one of "
+                f"{', '.join(PROTOCOLS)}"
+            )
+        if probe.seeds < 1 or not probe.shots or min(probe.shots) < 1:
+            raise VolsegError(
+                f"{path}: probes[{i}] needs seeds >= 1 and shots of at least 1 per class"
+            )
+    if len(set(probe_names)) != len(probe_names):
+        raise VolsegError(f"{path}: probe names repeat: {probe_names}")
     names = [m.name for m in cfg.models]
     for i, model in enumerate(cfg.models):
         if not model.name:
@@ -176,16 +222,52 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
     out = Path(cfg.output_dir) / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "bench.yaml")
-    pairs = encoder_off_pairs(cfg)
-    results = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
-    rows = [row for row, _ in results]
-    add_encoder_contribution(rows, {row["model"]: s for row, s in results}, pairs)
-    with atomic_path(out / "bench.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS)
+    if cfg.models:
+        pairs = encoder_off_pairs(cfg)
+        results = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
+        rows = [row for row, _ in results]
+        add_encoder_contribution(rows, {row["model"]: s for row, s in results}, pairs)
+        with atomic_path(out / "bench.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        print_bench(rows)
+    if cfg.probes:
+        run_bench_probes(cfg, out, progress=progress)
+    return write_report([out], out / "report", title=f"volseg bench: {cfg.name}")
+
+
+def run_bench_probes(cfg: BenchConfig, out: Path, *, progress: bool = True) -> Path:
+    """Run the bench's probes into ``out/probes/<name>/`` and gather their rows into
+    ``out/probes.csv`` (a ``probe`` column first); returns that file's path.
+
+    Features are cached in ``out/probes/cache`` (unless a probe sets ``train.cache_dir``),
+    keyed by encoder, weights and preprocessing, so protocols on one encoder share them.
+    """
+    from volseg.probe import run_probe
+    from volseg.probe.table import COLUMNS
+
+    rows: list[dict[str, Any]] = []
+    for probe in cfg.probes:
+        overrides = [f"train.cache_dir={out / 'probes' / 'cache'}", *probe.overrides]
+        config = load_config(Config, probe.config or None, overrides)
+        if progress:
+            print(f"probe {probe.name}: {probe.protocol}, {config.model.encoder.name}")
+        _, probe_rows = run_probe(
+            config,
+            protocol=probe.protocol,
+            out=out / "probes" / probe.name,
+            shots=probe.shots,
+            seeds=probe.seeds,
+            progress=progress,
+        )
+        rows += [{"probe": probe.name, **row} for row in probe_rows]
+    path = out / "probes.csv"
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["probe", *COLUMNS], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    print_bench(rows)
-    return write_report([out], out / "report", title=f"volseg bench: {cfg.name}")
+    return path
 
 
 def add_encoder_contribution(

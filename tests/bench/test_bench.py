@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,40 @@ def test_bench_config_errors_name_the_key(tmp_path, capsys):
     bench.write_text("name: x\nmodels:\n  - name: a\n    config: c.yaml\n")
     assert main(["bench", str(bench)]) == 2
     assert "'test'" in capsys.readouterr().err
+    bench.write_text("name: x\nprobes:\n  - name: p\n    protocol: svm\n")
+    with pytest.raises(VolsegError, match="probes\\[0\\].protocol.*knn, linear, fewshot"):
+        load_bench_config(bench)
+    bench.write_text("name: x\nmodels: []\n")
+    with pytest.raises(VolsegError, match="'models' and 'probes' list nothing"):
+        load_bench_config(bench)
+
+
+def test_bench_probes_run_each_protocol_share_features_and_report(tmp_path):
+    from volseg.synth import synthesize_glioma
+
+    manifest = synthesize_glioma(tmp_path / "data", cases=12, shape=(28, 28, 8), seed=0)
+    overrides = (
+        f"[data.manifest={manifest}, model.encoder.name=vit_test_patch14_dinov2, seed=1, "
+        "model.encoder.input_size=native]"
+    )
+    config = Path(__file__).parents[2] / "configs" / "synthetic_glioma.yaml"
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        f"name: probes\noutput_dir: {tmp_path / 'out'}\nprobes:\n"
+        f"  - name: vit_knn\n    config: {config}\n"
+        f"    overrides: {overrides}\n"
+        f"  - name: vit_few\n    config: {config}\n"
+        f"    overrides: {overrides}\n    protocol: fewshot\n    shots: [1, 2]\n    seeds: 2\n"
+    )
+    report = run_bench(load_bench_config(bench), progress=False)
+    out = tmp_path / "out" / "probes"
+    with open(out / "probes.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["probe"] for r in rows} == {"vit_knn", "vit_few"}
+    assert {r["protocol"] for r in rows if r["probe"] == "vit_few"} == {"fewshot"}
+    assert sorted({r["shots"] for r in rows if r["probe"] == "vit_few"}) == ["1", "2"]
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in rows)
+    assert len(list((out / "probes" / "cache").iterdir())) == 12  # one entry per case, shared
+    assert not (out / "bench.csv").exists()  # no models: no leaderboard
+    html = report.read_text()
+    assert "vit_knn" in html and "vit_few" in html and "fewshot" in html

@@ -42,3 +42,20 @@ def test_grading_rows_pool_the_slices_the_mask_touches(tmp_path):
     entry = _case_entry(encoder, blocks, sample, "classification", 2, 100, 0)
     torch.testing.assert_close(entry["cls"][0], cls.mean(dim=1))
     torch.testing.assert_close(entry["patch"][0], patches.mean(dim=(2, 3, 4)))
+
+
+def test_cnn_rows_are_its_two_deepest_levels_and_their_slice_means(tmp_path):
+    _config(tmp_path)  # writes c.yaml
+    config = load_config(Config, tmp_path / "c.yaml", ["model.encoder.name=resnet50"])
+    encoder, blocks = probe_encoder(config)
+    assert blocks == (3, 4)  # strides 16 and 32
+    volume = torch.rand(1, 1, 48, 64, 3)
+    cls, patches = slice_tokens(encoder, volume, blocks)
+    width = max(encoder.level_channels)  # 2048; the stride-16 level (1024) is zero-padded to it
+    assert cls.shape == (2, 3, width) and patches.shape == (2, width, 3, 4, 3)
+    assert float(patches[0, 1024:].abs().max()) == 0.0
+    torch.testing.assert_close(cls, patches.mean(dim=(2, 3)).permute(0, 2, 1))
+    with torch.no_grad():
+        reference = encoder(volume)[0]  # (1024 + 2048, x, y, z): the levels concatenated
+    torch.testing.assert_close(patches[0, :1024], reference[:1024], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(patches[1], reference[1024:], rtol=1e-4, atol=1e-4)

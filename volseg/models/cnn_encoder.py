@@ -159,6 +159,9 @@ class CnnSliceEncoder(SliceEncoder):
             nn.init.zeros_(self.adapter.bias)
 
     def _vit_maps(self, rgb: Tensor) -> list[Tensor]:
+        return self.level_maps(rgb)
+
+    def level_maps(self, rgb: Tensor) -> list[Tensor]:
         """``(N, 3, H, W)`` (H, W multiples of ``patch_size``) -> levels on the ``H/p`` grid."""
         p, coarse = self.patch_size, max(self.reductions)
         h, w = rgb.shape[-2] // p, rgb.shape[-1] // p

@@ -4,6 +4,8 @@ Every case goes through the deterministic preprocessing of ``volseg train`` (RAS
 intensity, foreground crop); each modality is encoded alone by the config's frozen ViT, slice
 by slice, and the class (CLS) token and the patch tokens of the **last 4 blocks** (all blocks
 of a shallower ViT) are read, each through the final LayerNorm as ``volseg train`` reads them.
+A timm CNN (ResNet, DenseNet, VGG, ...) gives its two deepest feature levels instead (views
+``*_last2``): each level's global average stands for the class token (:func:`slice_tokens`).
 
 - Grading (patient level): the slices are pooled as the grading head pools them: with a mask
   (the tumour, as the ``mil`` head's attention prefers) the CLS tokens are averaged over the
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
@@ -42,6 +45,7 @@ from volseg.engine.sources import data_items
 from volseg.engine.state import seed_everything
 from volseg.errors import VolsegError
 from volseg.io.atomic import atomic_write
+from volseg.models.cnn_encoder import CnnSliceEncoder
 from volseg.models.encoder import SliceEncoder
 from volseg.models.registry import ENCODERS
 from volseg.models.slicing import SLICING, pool_to_feature_grid, slice_dim
@@ -81,21 +85,28 @@ class ProbeFeatures:
 
 
 def probe_encoder(config: Config) -> tuple[SliceEncoder, tuple[int, ...]]:
-    """The config's encoder, frozen, in eval mode, and the block indices the probe reads.
+    """The config's encoder, frozen, in eval mode, and the blocks the probe reads: a ViT's
+    last 4 (all of a shallower one), a CNN's two deepest feature levels (strides 16 and 32,
+    as ``volseg train`` uses them; finer levels would multiply the patch grid's memory).
 
     Raises:
-        VolsegError: the encoder is not a ViT slice encoder (the probe reads class tokens).
+        VolsegError: the encoder is not a slice encoder (e.g. ``none``).
     """
     enc = dataclasses.replace(config.model.encoder, layers=None, fusion="mean")
     enc = dataclasses.replace(enc, channel_adapter="repeat")  # each modality encoded alone
     seed_everything(config.seed)  # random weights: the same as volseg train draws, and cacheable
-    encoder = ENCODERS.build(enc.name, cfg=enc, in_channels=1)
+    try:
+        encoder = ENCODERS.build(enc.name, cfg=enc, in_channels=1)
+    except KeyError:
+        encoder = None
     if not isinstance(encoder, SliceEncoder):
         raise VolsegError(
-            f"config key 'model.encoder.name' is {enc.name!r}: volseg probe reads a ViT's "
-            "class and patch tokens; use a ViT encoder such as vit_small_patch14_dinov2"
+            f"config key 'model.encoder.name' is {enc.name!r}: volseg probe reads a slice "
+            "encoder's features; use a ViT (vit_small_patch14_dinov2) or a timm CNN (resnet50)"
         )
     encoder.requires_grad_(False).eval()
+    if isinstance(encoder, CnnSliceEncoder):
+        return encoder, tuple(encoder.layers)
     depth = len(encoder.vit.blocks)
     return encoder, tuple(range(max(0, depth - BLOCKS), depth))
 
@@ -105,10 +116,15 @@ def slice_tokens(
 ) -> tuple[Tensor, Tensor]:
     """Class and patch tokens of every slice of one single-channel volume.
 
+    A CNN has no class token: its "class token" is each level's global average over the
+    slice, its "patch tokens" the level maps on the finest chosen level's grid, each level
+    zero-padded to the widest (padding changes neither a standardised linear probe nor a
+    cosine kNN).
+
     Args:
         encoder: a frozen :class:`SliceEncoder` (its slicing, resizing and normalisation).
         volume: ``(1, 1, X, Y, Z)`` intensities in ``[0, 1]``.
-        blocks: block indices to read.
+        blocks: block indices to read (a CNN reads the levels it was built with).
 
     Returns:
         ``(cls (L, S, E), patches (L, E, x, y, z))``: ``L = len(blocks)``, ``S`` slices along
@@ -119,6 +135,13 @@ def slice_tokens(
     cls, maps = [], []
     with torch.no_grad():
         for chunk in slices.split(CHUNK):
+            if isinstance(encoder, CnnSliceEncoder):
+                levels = encoder.level_maps(encoder.vit_input(chunk))
+                width = max(m.shape[1] for m in levels)
+                levels = [F.pad(m, (0, 0, 0, 0, 0, width - m.shape[1])) for m in levels]
+                maps.append(torch.stack(levels))
+                cls.append(torch.stack([m.mean(dim=(-2, -1)) for m in levels]))
+                continue
             out = encoder.vit.forward_intermediates(
                 encoder.vit_input(chunk),
                 indices=list(blocks),
