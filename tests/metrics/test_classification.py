@@ -79,6 +79,7 @@ def test_binary_metrics_by_hand():
     assert m["sensitivity"] == pytest.approx(0.5) and m["specificity"] == 1.0
     assert m["balanced_accuracy"] == pytest.approx(0.75)
     assert m["F1"] == pytest.approx(2 / 3)
+    assert m["precision"] == 1.0  # the one case predicted high is high
     assert m["Brier"] == pytest.approx((0.1**2 + 0.4**2 + 0.65**2 + 0.2**2) / 4)
     # confidences 0.9 (right), 0.6 (right), 0.65 (wrong), 0.8 (right) fall in 4 bins
     assert m["ECE"] == pytest.approx((0.1 + 0.4 + 0.65 + 0.2) / 4)
@@ -109,6 +110,7 @@ def test_multiclass_confusion_balanced_accuracy_brier():
     assert out["per_class"]["g2"]["specificity"] == pytest.approx(2 / 3)  # 1 of 3 others -> g2
     assert out["per_class"]["g3"]["F1"] == pytest.approx(2 * 2 / (2 * 2 + 1))
     assert m["F1"] == pytest.approx((2 * 2 / 6 + 0.8 + 0) / 3)
+    assert m["precision"] == pytest.approx((2 / 3 + 2 / 3) / 2)  # g4 never predicted: left out
     # right: 0.2^2 + 0.1^2 + 0.1^2 = 0.06; wrong: 0.9^2 + 0.1^2 + 0.8^2 = 1.46
     assert m["Brier"] == pytest.approx((4 * 0.06 + 2 * 1.46) / 6)
     assert "sensitivity" not in m and len(out["roc_curve"]) == 3

@@ -34,6 +34,10 @@ CONVENTIONS: dict[str, str] = {
         "binary: F1 of the positive class; more than two classes: macro mean of per-class F1 "
         "over classes present in y_true or predictions"
     ),
+    "precision": (
+        "binary: positive predictive value of the positive class (NaN when nothing is "
+        "predicted positive); more than two classes: macro mean over classes predicted"
+    ),
     "Brier": (
         "binary: mean (p_positive - y)^2, range 0..1; more than two classes: mean over cases of "
         "the sum over classes of (p_c - onehot_c)^2, range 0..2"
@@ -223,6 +227,7 @@ def _scalars(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     n_true, n_pred = cm.sum(axis=1), cm.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = tp / n_true
+        precision = tp / n_pred
         specificity = (n - n_true - n_pred + tp) / (n - n_true)
         f1 = 2 * tp / (n_true + n_pred)
     auc = [roc_auc(y == c, probs[:, c]) for c in range(g)]
@@ -231,6 +236,7 @@ def _scalars(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "accuracy": float(tp.sum() / n),
         "balanced_accuracy": _nanmean(recall),
         "F1": float(f1[-1]) if g == 2 else _nanmean(f1),
+        "precision": float(precision[-1]) if g == 2 else _nanmean(precision),
         "Brier": brier_score(y, probs),
         "ECE": expected_calibration_error(y, probs),
     }

@@ -28,6 +28,7 @@ CLS_METRICS = (
     "sensitivity",
     "specificity",
     "F1",
+    "precision",
     "Brier",
     "ECE",
 )
