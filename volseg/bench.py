@@ -41,6 +41,7 @@ model scored.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,26 @@ def load_bench_config(path: str | Path, overrides: Sequence[str] = ()) -> BenchC
     return cfg
 
 
+def select(cfg: BenchConfig, names: Sequence[str], path: str | Path) -> BenchConfig:
+    """``cfg`` with only the models and probes ``names`` (``--only``), in the config's order.
+
+    Raises:
+        VolsegError: no name given, or a name that is neither a model nor a probe.
+    """
+    known = [m.name for m in cfg.models] + [p.name for p in cfg.probes]
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise VolsegError(
+            f"{path}: --only names {', '.join(unknown) or 'nothing'}, not a model or probe "
+            f"of the config; choose from {', '.join(known)}"
+        )
+    models = [m for m in cfg.models if m.name in names]
+    if models and not cfg.test:
+        raise VolsegError(f"{path}: key 'test' must name the manifest of the cases to score")
+    probes = [p for p in cfg.probes if p.name in names]
+    return dataclasses.replace(cfg, models=models, probes=probes)
+
+
 def _is_encoder_off(model: BenchModel) -> bool:
     """Whether ``model`` is trained here as the encoder-off ablation (pyramid, no encoder)."""
     from volseg.models.build import image_only
@@ -233,41 +254,10 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
             writer.writerows(rows)
         print_bench(rows)
     if cfg.probes:
-        run_bench_probes(cfg, out, progress=progress)
+        from volseg.probe.bench import run_bench_probes
+
+        run_bench_probes(cfg.probes, out, progress=progress)
     return write_report([out], out / "report", title=f"volseg bench: {cfg.name}")
-
-
-def run_bench_probes(cfg: BenchConfig, out: Path, *, progress: bool = True) -> Path:
-    """Run the bench's probes into ``out/probes/<name>/`` and gather their rows into
-    ``out/probes.csv`` (a ``probe`` column first); returns that file's path.
-
-    Features are cached in ``out/probes/cache`` (unless a probe sets ``train.cache_dir``),
-    keyed by encoder, weights and preprocessing, so protocols on one encoder share them.
-    """
-    from volseg.probe import run_probe
-    from volseg.probe.table import COLUMNS
-
-    rows: list[dict[str, Any]] = []
-    for probe in cfg.probes:
-        overrides = [f"train.cache_dir={out / 'probes' / 'cache'}", *probe.overrides]
-        config = load_config(Config, probe.config or None, overrides)
-        if progress:
-            print(f"probe {probe.name}: {probe.protocol}, {config.model.encoder.name}")
-        _, probe_rows = run_probe(
-            config,
-            protocol=probe.protocol,
-            out=out / "probes" / probe.name,
-            shots=probe.shots,
-            seeds=probe.seeds,
-            progress=progress,
-        )
-        rows += [{"probe": probe.name, **row} for row in probe_rows]
-    path = out / "probes.csv"
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["probe", *COLUMNS], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def add_encoder_contribution(
@@ -285,7 +275,7 @@ def add_encoder_contribution(
 
     for row in rows:
         off = pairs.get(row["model"], "")
-        if not off or off == row["model"] or row["task"] != "segmentation":
+        if not off or off == row["model"] or row["task"] != "segmentation" or off not in summaries:
             continue
         reference = _case_foreground_dice(summaries[off])
         mine = _case_foreground_dice(summaries[row["model"]])

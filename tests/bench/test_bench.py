@@ -181,3 +181,25 @@ def test_bench_probes_run_each_protocol_share_features_and_report(tmp_path):
     assert not (out / "bench.csv").exists()  # no models: no leaderboard
     html = report.read_text()
     assert "vit_knn" in html and "vit_few" in html and "fewshot" in html
+
+
+def test_only_keeps_the_named_models_and_says_which_names_exist(tmp_path):
+    from volseg.bench import select
+
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "name: x\ntest: t.json\nmodels:\n  - name: vit\n  - name: off\n"
+        "    overrides: [model.encoder.name=none]\n  - name: unet\n"
+        "probes:\n  - name: knn\n"
+    )
+    cfg = load_bench_config(bench)
+    picked = select(cfg, ["unet", "vit"], bench)
+    assert [m.name for m in picked.models] == ["vit", "unet"] and picked.probes == []
+    assert encoder_off_pairs(picked) == {"vit": "", "unet": ""}  # the off row was not picked
+    assert [p.name for p in select(cfg, ["knn"], bench).probes] == ["knn"]
+    with pytest.raises(VolsegError, match="--only names vti, .*choose from vit, off, unet, knn"):
+        select(cfg, ["vti"], bench)
+    # a pair whose encoder-off row did not run is left empty, not an error
+    rows = [{"model": "vit", "task": "segmentation", "vs_encoder_off": ""}]
+    add_encoder_contribution(rows, {"vit": {}}, {"vit": "off"})
+    assert rows[0]["vs_encoder_off"] == ""
