@@ -85,6 +85,16 @@ def test_grading_model_with_a_missing_modality():
         model({"DWI": volume})
 
 
+def test_lesion_contrast_reaches_the_grading_head_and_is_refused_for_segmentation():
+    head = HeadConfig(name="mil", lesion_contrast=True)
+    cfg = ModelConfig(task="classification", encoder=EncoderConfig(name=TINY), head=head)
+    model = build_model(cfg, num_classes=2, modalities=MODALITIES)
+    assert model.head.lesion_contrast and model.head.token_width == 3 * 48 + 1
+    seg = replace(seg_config(), head=HeadConfig(lesion_contrast=True))
+    with pytest.raises(VolsegError, match="lesion_contrast applies to the grading"):
+        build_model(seg, num_classes=2, modalities=["CT"])
+
+
 def test_frozen_and_lora_modes_from_config():
     frozen = parameter_counts(build_model(seg_config(), num_classes=2, modalities=["CT"]))
     assert frozen["encoder_trainable"] == 0

@@ -260,3 +260,32 @@ def test_cls_head_gradients_and_slice_axes(slice_axis):
     assert out.slice_attention["T1"].shape == (2, n_slices)
     torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])).backward()
     assert_all_grads(head)
+
+
+def test_lesion_contrast_tokens_are_the_lesion_minus_its_surroundings():
+    head = cls_head(lesion_contrast=True).eval()
+    image = (30, 17, 8)
+    features = torch.randn(1, E, *feature_grid(image, "axial"))
+    mask = torch.zeros(1, 1, *image)
+    mask[:, :, :14, :14, 3:5] = 1.0  # exactly patch (0, 0) of slices 3 and 4
+    tokens, _ = head.slice_tokens(features, mask)
+    assert tokens.shape == (1, 8, 3 * E + 1)
+    contrast = tokens[0, :, 2 * E + 1 :]
+    rest = features[0, :, :, :, 3:5].flatten(1, 2)[:, 1:].mean(1)  # every patch but (0, 0)
+    assert torch.allclose(contrast[3:5], (features[0, :, 0, 0, 3:5] - rest).T, atol=1e-5)
+    assert torch.equal(contrast[:3], torch.zeros(3, E))  # slices the mask misses
+    # A gain on the whole slice moves the lesion's mean but not its contrast to the rest.
+    shifted, _ = head.slice_tokens(features + 5.0, mask)
+    assert torch.allclose(shifted[0, :, 2 * E + 1 :], contrast, atol=1e-4)
+    assert not torch.allclose(shifted[0, 3:5, :E], tokens[0, 3:5, :E])
+    plain, _ = cls_head().eval().slice_tokens(features, mask)
+    assert torch.equal(tokens[..., : 2 * E + 1], plain)  # the first 2E + 1 values as before
+
+
+def test_lesion_contrast_head_trains():
+    head = cls_head(lesion_contrast=True, modality_dropout=0.0).train()
+    features = {m: features_for("axial", 2) for m in MODALITIES}
+    mask = (torch.rand(2, 1, *IMAGE) > 0.5).float()
+    logits = head(features, mask=mask).logits
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
+    assert_all_grads(head)

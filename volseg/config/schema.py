@@ -133,6 +133,9 @@ class HeadConfig:
         image_dropout: ``pyramid``: in training, drop the image path below full resolution
             (its 1/2 ... 1/2**depth levels) of a sample with this probability, so the coarse
             decisions must come from the features; in [0, 1).
+        lesion_contrast: ``mil``: every slice token also carries the mask-weighted feature
+            mean minus the mean of the rest of the slice (the lesion against its surroundings,
+            which scanner gain and bias field shift less); needs a mask.
     """
 
     name: str = "pyramid"
@@ -143,6 +146,7 @@ class HeadConfig:
     modality_dropout: float = 0.25
     token_decoder: bool = False
     image_dropout: float = 0.0
+    lesion_contrast: bool = False
 
 
 @dataclass

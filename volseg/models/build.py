@@ -217,6 +217,11 @@ def head_kwargs(
         slice_axis=enc.slice_axis,
     )
     if cfg.task == "segmentation":
+        if head.lesion_contrast:
+            raise VolsegError(
+                "model.head.lesion_contrast applies to the grading (mil) head only; "
+                "leave it at false for segmentation"
+            )
         stacked = enc.fusion == "stack" and enc.layers is not None
         pyramid = {}
         if head.name == "pyramid":
@@ -240,6 +245,7 @@ def head_kwargs(
         modalities=list(modalities),
         hidden=head.channels,
         modality_dropout=head.modality_dropout,
+        lesion_contrast=head.lesion_contrast,
     )
 
 

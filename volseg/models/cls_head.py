@@ -89,6 +89,12 @@ class ClsHead(nn.Module):
        plus a learned embedding of the modality.
     3. Gated attention over the modalities present -> patient embedding -> LayerNorm + Linear.
 
+    With ``lesion_contrast`` every token also carries the mask-weighted mean *minus* the mean
+    of the rest of the slice (``3E + 1`` values; zeros on slices the mask misses): the lesion
+    relative to the tissue around it, as a reader compares a tumour with normal-appearing
+    brain, which a per-scanner gain or a smooth bias field shifts much less than the lesion's
+    own features.
+
     Modality dropout (training only) drops each present modality of each sample with
     probability ``modality_dropout``; a sample that would lose all keeps one at random. Absent
     and dropped modalities are masked out of the modality softmax, so samples of one batch may
@@ -105,6 +111,7 @@ class ClsHead(nn.Module):
         patch_size: ViT patch size, to pool an image-resolution mask onto the feature grid.
         input_size: the encoder's input size (None: native), for the same pooling.
         mask_bias: initial value of the learned slice-attention bias for masked slices.
+        lesion_contrast: add the lesion-minus-surroundings mean to every slice token.
 
     Raises:
         VolsegError: no modalities, a repeated one, or ``modality_dropout`` outside ``[0, 1)``.
@@ -123,6 +130,7 @@ class ClsHead(nn.Module):
         patch_size: int = 14,
         input_size: int | None = None,
         mask_bias: float = 2.0,
+        lesion_contrast: bool = False,
     ) -> None:
         super().__init__()
         if not modalities or len(set(modalities)) != len(modalities):
@@ -134,7 +142,8 @@ class ClsHead(nn.Module):
         self.input_size = input_size
         self.slice_dim = slice_dim(slice_axis)
         self.slice_axis = slice_axis
-        self.token_width = 2 * in_channels + 1
+        self.lesion_contrast = lesion_contrast
+        self.token_width = (3 if lesion_contrast else 2) * in_channels + 1
         self.norm = nn.BatchNorm1d(self.token_width)
         self.embed = nn.Sequential(
             nn.Linear(self.token_width, hidden),
@@ -158,9 +167,10 @@ class ClsHead(nn.Module):
                 grid, values in ``[0, 1]``; None for plain statistics.
 
         Returns:
-            ``(tokens (B, Z, 2E + 1), coverage (B, Z))``: ``Z`` slices, each token the mean, the
-            standard deviation and ``log(1 + coverage)``; coverage is the mask's mass on each
-            slice in patches (zeros without a mask).
+            ``(tokens (B, Z, W), coverage (B, Z))``: ``Z`` slices, each token the mean, the
+            standard deviation, ``log(1 + coverage)`` (``W = 2E + 1``) and with
+            ``lesion_contrast`` the lesion-minus-surroundings mean (``W = 3E + 1``); coverage is
+            the mask's mass on each slice in patches (zeros without a mask).
         """
         # Every training step pays for this: sums of x and x^2 (plain and mask-weighted) in the
         # features' own layout, variance = E[x^2] - E[x]^2 in fp32. No torch.std pass and no
@@ -170,6 +180,7 @@ class ClsHead(nn.Module):
         plane = tuple(2 + d for d in range(3) if d != self.slice_dim)  # the in-plane dims
         mean, std = _moments(f.mean(dim=plane), squares.mean(dim=plane))  # (B, E, Z)
         coverage = mean.new_zeros(mean.shape[0], mean.shape[-1])
+        contrast = torch.zeros_like(mean)
         if mask is not None:
             w = self._mask_on_grid(mask, features.shape[2:]).float()
             mass = w.sum(dim=plane)  # (B, 1, Z)
@@ -178,11 +189,16 @@ class ClsHead(nn.Module):
                 (f * w).sum(dim=plane) * scale, (squares * w).sum(dim=plane) * scale
             )
             covered = mass > 1e-6
+            if self.lesion_contrast:
+                rest = (1.0 - w).sum(dim=plane)
+                around = (f * (1.0 - w)).sum(dim=plane) / rest.clamp_min(1e-6)
+                contrast = torch.where(covered & (rest > 1e-6), weighted - around, contrast)
             mean = torch.where(covered, weighted, mean)
             std = torch.where(covered, spread, std)
             coverage = mass[:, 0]
         area = torch.log1p(coverage).unsqueeze(1)  # (B, 1, Z)
-        return torch.cat([mean, std, area], dim=1).transpose(1, 2), coverage
+        parts = [mean, std, area, contrast] if self.lesion_contrast else [mean, std, area]
+        return torch.cat(parts, dim=1).transpose(1, 2), coverage
 
     def _mask_on_grid(self, mask: Tensor, grid: Sequence[int]) -> Tensor:
         """``mask`` on the feature grid ``(x, y, z)``: pooled from image resolution if needed.

