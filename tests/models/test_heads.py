@@ -181,12 +181,18 @@ def test_eval_is_deterministic():
     assert torch.equal(first.modality_attention, second.modality_attention)
 
 
-def test_mask_weighting_pools_and_attends_to_the_masked_slices():
-    head = cls_head().eval()
+def one_patch_lesion() -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of a 30 x 17 x 8 image and a mask covering exactly patch (0, 0) of slices 3-4."""
     image = (30, 17, 8)
     features = torch.randn(1, E, *feature_grid(image, "axial"))
     mask = torch.zeros(1, 1, *image)
-    mask[:, :, :14, :14, 3:5] = 1.0  # exactly patch (0, 0) of slices 3 and 4
+    mask[:, :, :14, :14, 3:5] = 1.0
+    return features, mask
+
+
+def test_mask_weighting_pools_and_attends_to_the_masked_slices():
+    head = cls_head().eval()
+    features, mask = one_patch_lesion()
     tokens, coverage = head.slice_tokens(features, mask)
     assert tokens.shape == (1, 8, 2 * E + 1)
     mean, std, area = tokens[0, :, :E], tokens[0, :, E : 2 * E], tokens[0, :, -1]
@@ -264,10 +270,7 @@ def test_cls_head_gradients_and_slice_axes(slice_axis):
 
 def test_lesion_contrast_tokens_are_the_lesion_minus_its_surroundings():
     head = cls_head(lesion_contrast=True).eval()
-    image = (30, 17, 8)
-    features = torch.randn(1, E, *feature_grid(image, "axial"))
-    mask = torch.zeros(1, 1, *image)
-    mask[:, :, :14, :14, 3:5] = 1.0  # exactly patch (0, 0) of slices 3 and 4
+    features, mask = one_patch_lesion()
     tokens, _ = head.slice_tokens(features, mask)
     assert tokens.shape == (1, 8, 3 * E + 1)
     contrast = tokens[0, :, 2 * E + 1 :]

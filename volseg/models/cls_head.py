@@ -180,24 +180,24 @@ class ClsHead(nn.Module):
         plane = tuple(2 + d for d in range(3) if d != self.slice_dim)  # the in-plane dims
         mean, std = _moments(f.mean(dim=plane), squares.mean(dim=plane))  # (B, E, Z)
         coverage = mean.new_zeros(mean.shape[0], mean.shape[-1])
-        contrast = torch.zeros_like(mean)
+        contrast = torch.zeros_like(mean) if self.lesion_contrast else None
         if mask is not None:
             w = self._mask_on_grid(mask, features.shape[2:]).float()
             mass = w.sum(dim=plane)  # (B, 1, Z)
             scale = 1.0 / mass.clamp_min(1e-6)
-            weighted, spread = _moments(
-                (f * w).sum(dim=plane) * scale, (squares * w).sum(dim=plane) * scale
-            )
+            lesion_sum = (f * w).sum(dim=plane)
+            weighted, spread = _moments(lesion_sum * scale, (squares * w).sum(dim=plane) * scale)
             covered = mass > 1e-6
-            if self.lesion_contrast:
-                rest = (1.0 - w).sum(dim=plane)
-                around = (f * (1.0 - w)).sum(dim=plane) / rest.clamp_min(1e-6)
+            if contrast is not None:  # the rest of the slice from sums already taken
+                patches = f.shape[2] * f.shape[3] * f.shape[4] // f.shape[2 + self.slice_dim]
+                rest = patches - mass
+                around = (mean * patches - lesion_sum) / rest.clamp_min(1e-6)
                 contrast = torch.where(covered & (rest > 1e-6), weighted - around, contrast)
             mean = torch.where(covered, weighted, mean)
             std = torch.where(covered, spread, std)
             coverage = mass[:, 0]
         area = torch.log1p(coverage).unsqueeze(1)  # (B, 1, Z)
-        parts = [mean, std, area, contrast] if self.lesion_contrast else [mean, std, area]
+        parts = [mean, std, area] + ([] if contrast is None else [contrast])
         return torch.cat(parts, dim=1).transpose(1, 2), coverage
 
     def _mask_on_grid(self, mask: Tensor, grid: Sequence[int]) -> Tensor:
