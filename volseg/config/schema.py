@@ -117,7 +117,8 @@ class HeadConfig:
 
     Attributes:
         name: head registry name: ``pyramid`` (segmentation, default), ``seg3d`` (the earlier
-            single-scale segmentation head) or ``mil`` (classification).
+            single-scale segmentation head), ``mil`` or ``pool`` (classification: attention-MIL
+            over slices, or the mask-pooled linear probe).
         channels: hidden channels of the head (``pyramid``: width at full resolution, doubled
             per level; ``seg3d``: conv width; ``mil``: attention width).
         dropout: dropout probability inside the head, in [0, 1).

@@ -30,7 +30,7 @@ from volseg.errors import VolsegError
 
 # ENCODERS and HEADS members register themselves on import: these modules (build_model reaches
 # them only through the registries), cls_head and encoder.
-from volseg.models import baselines, pyramid_head, seg_head  # noqa: F401
+from volseg.models import baselines, pool_head, pyramid_head, seg_head  # noqa: F401
 from volseg.models.adapt import apply_adaptation
 from volseg.models.cls_head import GradeOutput
 from volseg.models.cnn_encoder import BACKBONES, build_encoder

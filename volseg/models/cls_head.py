@@ -201,17 +201,7 @@ class ClsHead(nn.Module):
         return torch.cat(parts, dim=1).transpose(1, 2), coverage
 
     def _mask_on_grid(self, mask: Tensor, grid: Sequence[int]) -> Tensor:
-        """``mask`` on the feature grid ``(x, y, z)``: pooled from image resolution if needed.
-
-        Raises:
-            ValueError: a mask that does not fit the features even after pooling.
-        """
-        if mask.shape[2:] != grid:
-            mask = pool_to_feature_grid(mask, self.slice_axis, self.patch_size, self.input_size)
-        if mask.shape[2:] != grid:
-            shape = tuple(mask.shape)
-            raise ValueError(f"mask {shape} does not fit the feature grid {tuple(grid)}")
-        return mask
+        return mask_on_grid(mask, grid, self.slice_axis, self.patch_size, self.input_size)
 
     def embed_tokens(self, tokens: Tensor, rows: Tensor | None = None) -> Tensor:
         """``(B, Z, 2E + 1)`` slice tokens -> ``(B, Z, hidden)``.
@@ -301,12 +291,32 @@ class ClsHead(nn.Module):
         return GradeOutput(self.classify(embedding), slice_attention, modality_attention, embedding)
 
     def _drop_modalities(self, valid: Tensor) -> Tensor:
-        """Drop each True of ``valid (B, M)`` with probability p; keep one per row at least."""
-        keep = valid & (torch.rand(valid.shape, device=valid.device) >= self.modality_dropout)
-        rescue = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, -1.0).argmax(1)
-        lost = ~keep.any(dim=1)
-        keep[lost, rescue[lost]] = True
-        return keep
+        return drop_modalities(valid, self.modality_dropout)
+
+
+def drop_modalities(valid: Tensor, p: float) -> Tensor:
+    """Drop each True of ``valid (B, M)`` with probability ``p``; keep one per row at least."""
+    keep = valid & (torch.rand(valid.shape, device=valid.device) >= p)
+    rescue = torch.rand(valid.shape, device=valid.device).masked_fill(~valid, -1.0).argmax(1)
+    lost = ~keep.any(dim=1)
+    keep[lost, rescue[lost]] = True
+    return keep
+
+
+def mask_on_grid(
+    mask: Tensor, grid: Sequence[int], slice_axis: str, patch_size: int, input_size: int | None
+) -> Tensor:
+    """``mask`` on the feature grid ``(x, y, z)``, pooled from image resolution if needed.
+
+    Raises:
+        ValueError: a mask that does not fit the features even after pooling.
+    """
+    if tuple(mask.shape[2:]) != tuple(grid):
+        mask = pool_to_feature_grid(mask, slice_axis, patch_size, input_size)
+    if tuple(mask.shape[2:]) != tuple(grid):
+        shape = tuple(mask.shape)
+        raise ValueError(f"mask {shape} does not fit the feature grid {tuple(grid)}")
+    return mask
 
 
 def _moments(mean: Tensor, mean_square: Tensor) -> tuple[Tensor, Tensor]:

