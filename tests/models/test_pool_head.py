@@ -102,3 +102,12 @@ def test_pool_head_builds_from_config_and_grades_a_volume():
     bad = replace(cfg, head=HeadConfig(name="pool", lesion_contrast=True))
     with pytest.raises(VolsegError, match="lesion_contrast applies to the mil head only"):
         build_model(bad, num_classes=2, modalities=list(MODALITIES))
+
+
+def test_a_grading_head_for_segmentation_and_the_reverse_are_refused():
+    encoder = EncoderConfig(name="vit_test_patch14_dinov2")
+    for task, name in (("segmentation", "pool"), ("segmentation", "mil"),
+                       ("classification", "pyramid")):  # fmt: skip
+        cfg = ModelConfig(task=task, encoder=encoder, head=HeadConfig(name=name))
+        with pytest.raises(VolsegError, match=f"model.head.name={name} does not fit"):
+            build_model(cfg, num_classes=2, modalities=["CT"])

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # Heads that, with no encoder (``model.encoder.name=none``), are built without their feature
 # inputs: the same head on the image alone, the row that says what the encoder contributes.
 IMAGE_ONLY_HEADS = ("pyramid",)
+GRADING_HEADS = ("mil", "pool")  # the others segment
 
 VIT_SIZES = {
     "ViT-S/14": "vit_small_patch14_dinov2",
@@ -208,6 +209,12 @@ def head_kwargs(
     ``patch_size`` and ``input_size`` are the encoder's (:attr:`SliceEncoder.input_size`).
     """
     head, enc = cfg.head, cfg.encoder
+    if (head.name in GRADING_HEADS) != (cfg.task == "classification"):
+        wanted = "mil or pool" if cfg.task == "classification" else "pyramid or seg3d"
+        raise VolsegError(
+            f"model.head.name={head.name} does not fit model.task={cfg.task}; "
+            f"use a {cfg.task} head ({wanted})"
+        )
     common = dict(
         in_channels=in_channels,
         num_classes=num_classes,
