@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 # Heads that, with no encoder (``model.encoder.name=none``), are built without their feature
 # inputs: the same head on the image alone, the row that says what the encoder contributes.
 IMAGE_ONLY_HEADS = ("pyramid",)
-GRADING_HEADS = ("mil", "pool")  # the others segment
+# heads of one task, refused for the other (a newly registered head is not checked)
+GRADING_HEADS = ("mil", "pool")
+SEGMENTATION_HEADS = ("pyramid", "seg3d", "monai_unet", "monai_swinunetr")
 
 VIT_SIZES = {
     "ViT-S/14": "vit_small_patch14_dinov2",
@@ -209,7 +211,8 @@ def head_kwargs(
     ``patch_size`` and ``input_size`` are the encoder's (:attr:`SliceEncoder.input_size`).
     """
     head, enc = cfg.head, cfg.encoder
-    if (head.name in GRADING_HEADS) != (cfg.task == "classification"):
+    other = SEGMENTATION_HEADS if cfg.task == "classification" else GRADING_HEADS
+    if head.name in other:
         wanted = "mil or pool" if cfg.task == "classification" else "pyramid or seg3d"
         raise VolsegError(
             f"model.head.name={head.name} does not fit model.task={cfg.task}; "
