@@ -250,12 +250,16 @@ def head_kwargs(
             anisotropic=head.anisotropic,
             feature_blocks=len(set(enc.layers)) if stacked else 1,
         )
+    mil = {}
+    if head.name == "mil":
+        mil = dict(hidden=head.channels, lesion_contrast=head.lesion_contrast)
+    elif head.lesion_contrast:
+        raise VolsegError(
+            f"model.head.lesion_contrast applies to the mil head only, not {head.name!r}; "
+            "leave it at false"
+        )
     return dict(
-        common,
-        modalities=list(modalities),
-        hidden=head.channels,
-        modality_dropout=head.modality_dropout,
-        lesion_contrast=head.lesion_contrast,
+        common, **mil, modalities=list(modalities), modality_dropout=head.modality_dropout
     )
 
 

@@ -133,10 +133,7 @@ class ClsHead(nn.Module):
         lesion_contrast: bool = False,
     ) -> None:
         super().__init__()
-        if not modalities or len(set(modalities)) != len(modalities):
-            raise VolsegError(f"modalities must be distinct names, at least one; got {modalities}")
-        if not 0.0 <= modality_dropout < 1.0:
-            raise VolsegError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        check_modalities(modalities, modality_dropout)
         self.modalities = tuple(modalities)
         self.modality_dropout, self.patch_size = modality_dropout, patch_size
         self.input_size = input_size
@@ -259,11 +256,7 @@ class ClsHead(nn.Module):
             VolsegError: a modality the head does not know.
             ValueError: no modality given, or a sample with none present.
         """
-        unknown = sorted(set(features) - set(self.modalities))
-        if unknown:
-            raise VolsegError(f"modalities {unknown} are not among the head's {self.modalities}")
-        if not features:
-            raise ValueError("ClsHead needs at least one modality")
+        valid = modalities_in_use(features, self.modalities, present)
         if mask is not None:  # pooled once here, not once per modality
             mask = self._mask_on_grid(mask, next(iter(features.values())).shape[2:])
         bags: dict[str, Tensor] = {}
@@ -279,19 +272,47 @@ class ClsHead(nn.Module):
                 bags[name] = bag + self.modality_embedding[i]
         any_bag = next(iter(bags.values()))
         stacked = torch.stack([bags.get(m, torch.zeros_like(any_bag)) for m in self.modalities], 1)
-        valid = torch.tensor([m in bags for m in self.modalities], device=any_bag.device)
-        valid = valid.expand(any_bag.shape[0], -1)
-        if present is not None:
-            valid = valid & present.to(device=valid.device, dtype=torch.bool)
-        if not valid.any(dim=1).all():
-            raise ValueError("every sample needs at least one present modality")
         if self.training and self.modality_dropout > 0:
-            valid = self._drop_modalities(valid)
+            valid = drop_modalities(valid, self.modality_dropout)
         embedding, modality_attention = self.modality_attention(stacked, valid)
         return GradeOutput(self.classify(embedding), slice_attention, modality_attention, embedding)
 
-    def _drop_modalities(self, valid: Tensor) -> Tensor:
-        return drop_modalities(valid, self.modality_dropout)
+
+
+def check_modalities(modalities: Sequence[str], modality_dropout: float) -> None:
+    """A grading head's modalities and modality dropout.
+
+    Raises:
+        VolsegError: no modalities, a repeated one, or ``modality_dropout`` outside ``[0, 1)``.
+    """
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise VolsegError(f"modalities must be distinct names, at least one; got {modalities}")
+    if not 0.0 <= modality_dropout < 1.0:
+        raise VolsegError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+
+
+def modalities_in_use(
+    features: Mapping[str, Tensor], modalities: Sequence[str], present: Tensor | None
+) -> Tensor:
+    """``(B, M)`` bool over ``modalities``: given in ``features`` and, per sample, ``present``.
+
+    Raises:
+        VolsegError: a modality not among ``modalities``.
+        ValueError: no modality given, or a sample with none present.
+    """
+    unknown = sorted(set(features) - set(modalities))
+    if unknown:
+        raise VolsegError(f"modalities {unknown} are not among the head's {tuple(modalities)}")
+    if not features:
+        raise ValueError("a grading head needs at least one modality")
+    first = next(iter(features.values()))
+    valid = torch.tensor([m in features for m in modalities], device=first.device)
+    valid = valid.expand(first.shape[0], -1)
+    if present is not None:
+        valid = valid & present.to(device=valid.device, dtype=torch.bool)
+    if not valid.any(dim=1).all():
+        raise ValueError("every sample needs at least one present modality")
+    return valid
 
 
 def drop_modalities(valid: Tensor, p: float) -> Tensor:

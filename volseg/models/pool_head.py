@@ -12,8 +12,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from volseg.errors import VolsegError
-from volseg.models.cls_head import GradeOutput, drop_modalities, mask_on_grid
+from volseg.models.cls_head import (
+    GradeOutput,
+    check_modalities,
+    drop_modalities,
+    mask_on_grid,
+    modalities_in_use,
+)
 from volseg.models.registry import HEADS
 from volseg.models.slicing import slice_dim
 
@@ -40,13 +45,9 @@ class PoolHead(nn.Module):
         dropout: dropout on the pooled features.
         modality_dropout: probability of dropping a present modality of a sample in training.
         slice_axis, patch_size, input_size: how a full-resolution mask is pooled onto the grid.
-        hidden: unused (the head has no hidden layer); accepted so ``model.head.channels``
-            needs no special case.
-        lesion_contrast: must be False (a ``mil`` option).
 
     Raises:
-        VolsegError: no modalities, a repeated one, ``modality_dropout`` outside ``[0, 1)``,
-            or ``lesion_contrast``.
+        VolsegError: no modalities, a repeated one, or ``modality_dropout`` outside ``[0, 1)``.
     """
 
     def __init__(
@@ -60,20 +61,9 @@ class PoolHead(nn.Module):
         slice_axis: str = "axial",
         patch_size: int = 14,
         input_size: int | None = None,
-        hidden: int | None = None,
-        lesion_contrast: bool = False,
     ) -> None:
         super().__init__()
-        del hidden
-        if not modalities or len(set(modalities)) != len(modalities):
-            raise VolsegError(f"modalities must be distinct names, at least one; got {modalities}")
-        if not 0.0 <= modality_dropout < 1.0:
-            raise VolsegError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
-        if lesion_contrast:
-            raise VolsegError(
-                "model.head.lesion_contrast applies to the mil head only; leave it at false "
-                "with model.head.name=pool"
-            )
+        check_modalities(modalities, modality_dropout)
         self.modalities = tuple(modalities)
         self.modality_dropout = modality_dropout
         self.slice_axis, self.patch_size, self.input_size = slice_axis, patch_size, input_size
@@ -83,21 +73,23 @@ class PoolHead(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.classify = nn.ModuleList(nn.Linear(in_channels, num_classes) for _ in range(m))
 
-    def pool(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(B, E, x, y, z)`` -> ``(pooled (B, E), slice weights (B, Z))``."""
-        f = features.float()
-        grid = f.shape[2:]
+    def pooling_weights(self, mask: Tensor | None, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-patch weights ``(B, 1, x, y, z)`` summing to 1 per sample, and each slice's share
+        ``(B, Z)``: the mask on the grid of ``like``, uniform where it is None or empty."""
         if mask is None:
-            w = f.new_ones(f.shape[0], 1, *grid)
+            w = like.new_ones(like.shape[0], 1, *like.shape[2:], dtype=torch.float32)
         else:
             w = mask.float()
             empty = w.flatten(1).sum(1) <= 1e-6
             w = torch.where(empty.view(-1, 1, 1, 1, 1), torch.ones_like(w), w)
-        total = w.flatten(1).sum(1).clamp_min(1e-6)  # (B,)
-        pooled = (f * w).flatten(2).sum(2) / total[:, None]
+        w = w / w.flatten(1).sum(1).clamp_min(1e-6).view(-1, 1, 1, 1, 1)
         plane = tuple(1 + d for d in range(3) if d != self.slice_dim)  # in-plane dims of w[:, 0]
-        per_slice = w[:, 0].sum(dim=plane) / total[:, None]
-        return pooled, per_slice
+        return w, w[:, 0].sum(dim=plane)
+
+    def pool(self, features: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(B, E, x, y, z)`` -> ``(pooled (B, E), slice weights (B, Z))``."""
+        w, per_slice = self.pooling_weights(mask, features)
+        return (features.float() * w).flatten(2).sum(2), per_slice
 
     def _standardise(self, i: int, x: Tensor, rows: Tensor | None) -> Tensor:
         """BatchNorm ``i`` of ``(B, E)``; in training its batch statistics use ``rows`` only."""
@@ -124,29 +116,20 @@ class PoolHead(nn.Module):
             VolsegError: a modality the head does not know.
             ValueError: no modality given, or a sample with none present.
         """
-        unknown = sorted(set(features) - set(self.modalities))
-        if unknown:
-            raise VolsegError(f"modalities {unknown} are not among the head's {self.modalities}")
-        if not features:
-            raise ValueError("PoolHead needs at least one modality")
+        valid = modalities_in_use(features, self.modalities, present)
         first = next(iter(features.values()))
         if mask is not None:
             grid = first.shape[2:]
             mask = mask_on_grid(mask, grid, self.slice_axis, self.patch_size, self.input_size)
-        batch = first.shape[0]
-        valid = torch.tensor([m in features for m in self.modalities], device=first.device)
-        valid = valid.expand(batch, -1)
-        if present is not None:
-            valid = valid & present.to(device=valid.device, dtype=torch.bool)
-        if not valid.any(dim=1).all():
-            raise ValueError("every sample needs at least one present modality")
+        w, per_slice = self.pooling_weights(mask, first)  # once: the modalities share the mask
         if self.training and self.modality_dropout > 0:
             valid = drop_modalities(valid, self.modality_dropout)
         logits, embeddings, slice_attention = [], [], {}
         for i, name in enumerate(self.modalities):
             if name not in features:
                 continue
-            pooled, slice_attention[name] = self.pool(features[name], mask)
+            pooled = (features[name].float() * w).flatten(2).sum(2)
+            slice_attention[name] = per_slice
             rows = None if present is None else present[:, i].to(first.device, torch.bool)
             z = self._standardise(i, pooled, rows)
             logits.append(self.classify[i](self.drop(z)))
