@@ -26,9 +26,11 @@ knn / linear / fewshot, ``shots``, ``seeds``): the seed papers' protocols on fro
 each scored on the held-out fold of its own config's manifest. They land in
 ``probes/<name>/`` with ``probes.csv`` gathering their rows, and the report's Probes table.
 
-**The encoder's contribution.** A segmentation bench should carry the row that removes the
-encoder: the same head on the image alone (``model.encoder.name=none`` with the ``pyramid``
-head; :func:`volseg.models.build.image_only`). That row is found in the models' configs (or
+**The encoder's contribution.** A bench should carry the row that removes the encoder: for
+segmentation the same head on the image alone (``model.encoder.name=none`` with the ``pyramid``
+head; :func:`volseg.models.build.image_only`), for grading the ``size`` head (the tumour's
+volume, no encoder; a grading row's contribution is its AUC minus that row's on the same test
+cases, with a paired bootstrap CI). That row is found in the models' configs (or
 named by ``encoder_off``; a model's own ``encoder_off`` pairs it with another row, e.g. the
 encoder-off model trained on the same cases), and every other segmentation model (an
 encoder-off row only when it names its own ``encoder_off``) gets
@@ -48,12 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from volseg.config import Config, load_config
 from volseg.config.dump import save_config
 from volseg.errors import VolsegError
 from volseg.io.atomic import atomic_path
+from volseg.metrics.contribution import add_encoder_contribution
 
 BENCH_COLUMNS = [
     "model",
@@ -201,12 +202,15 @@ def select(cfg: BenchConfig, names: Sequence[str], path: str | Path) -> BenchCon
 
 
 def _is_encoder_off(model: BenchModel) -> bool:
-    """Whether ``model`` is trained here as the encoder-off ablation (pyramid, no encoder)."""
+    """Whether ``model`` is trained here as the encoder-off ablation (the pyramid head on the
+    image alone, or the grading ``size`` head: the tumour's volume, no encoder)."""
     from volseg.models.build import image_only
 
     if model.run:
         return False
-    return image_only(load_config(Config, model.config or None, model.overrides).model)
+    cfg = load_config(Config, model.config or None, model.overrides).model
+    size_only = cfg.task == "classification" and cfg.head.name == "size"
+    return image_only(cfg) or size_only
 
 
 def encoder_off_model(cfg: BenchConfig) -> str:
@@ -260,48 +264,6 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
     return write_report([out], out / "report", title=f"volseg bench: {cfg.name}")
 
 
-def add_encoder_contribution(
-    rows: Sequence[dict[str, Any]], summaries: dict[str, dict], pairs: dict[str, str]
-) -> None:
-    """Fill ``vs_encoder_off`` and ``vs_encoder_off_ci95`` of the segmentation rows: a row's
-    paired per-case foreground-mean Dice difference to its encoder-off model.
-
-    Args:
-        rows: bench rows (changed in place).
-        summaries: model -> its ``summary.json`` content.
-        pairs: model -> the model it is compared with (``""`` or itself: none).
-    """
-    from volseg.metrics.bootstrap import bootstrap_mean_ci
-
-    for row in rows:
-        off = pairs.get(row["model"], "")
-        if not off or off == row["model"] or row["task"] != "segmentation" or off not in summaries:
-            continue
-        reference = _case_foreground_dice(summaries[off])
-        mine = _case_foreground_dice(summaries[row["model"]])
-        common = [case for case in mine if case in reference]
-        if not common:
-            continue
-        differences = np.array([mine[c] - reference[c] for c in common])
-        ci = bootstrap_mean_ci(differences)
-        row["vs_encoder_off"] = round(float(np.nanmean(differences)), 4)
-        row["vs_encoder_off_ci95"] = f"[{ci.low:.4f}, {ci.high:.4f}]"
-
-
-def _case_foreground_dice(summary: dict) -> dict[str, float]:
-    """Case id -> mean Dice over the foreground classes (NaN where none is defined)."""
-    out = {}
-    for case in summary.get("metric_per_case") or []:
-        values = [
-            float(m["Dice"])
-            for m in (case.get("metrics") or {}).values()
-            if isinstance(m, dict) and m.get("Dice") is not None
-        ]
-        finite = [v for v in values if np.isfinite(v)]
-        out[str(case.get("case"))] = float(np.mean(finite)) if finite else float("nan")
-    return out
-
-
 def _bench_model(
     model: BenchModel, cfg: BenchConfig, out: Path, *, progress: bool
 ) -> tuple[dict, dict]:
@@ -335,6 +297,8 @@ def _bench_model(
         ci = (summary.get("ci95_foreground") or {}).get("Dice")
     else:
         summary = evaluate_classification(predictions / "predictions.csv", cfg.test, evaluation)
+        with open(evaluation / "per_case.csv", newline="") as f:
+            summary = {**summary, "per_case": list(csv.DictReader(f))}  # for the paired AUC
         score, score_name = summary["metrics"].get("AUC"), "AUC"
         ci = (summary.get("ci95") or {}).get("AUC")
     row = {

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from volseg.bench import (
-    add_encoder_contribution,
     encoder_off_model,
     encoder_off_pairs,
     load_bench_config,
@@ -17,6 +16,7 @@ from volseg.bench import (
 )
 from volseg.cli.main import main
 from volseg.errors import VolsegError
+from volseg.metrics.contribution import add_encoder_contribution
 from volseg.synth import synthesize_organs
 
 TINY_TRAINING = [
@@ -102,6 +102,34 @@ def test_encoder_contribution_is_the_paired_mean_difference():
     assert 0.0 <= low <= high <= 0.2
 
 
+def test_grading_contribution_is_the_auc_difference_on_the_same_cases():
+    classes = ["grade2", "grade3"]
+
+    def summary(p_high):  # case -> (true class, probability of grade3)
+        rows = [
+            {"case_id": c, "true": t, "prob_grade2": str(1 - p), "prob_grade3": str(p)}
+            for c, (t, p) in p_high.items()
+        ]
+        return {"classes": classes, "per_case": rows}
+
+    truth = {"a": "grade2", "b": "grade2", "c": "grade3", "d": "grade3"}
+    size_p = zip("abcd", (0.2, 0.6, 0.4, 0.8), strict=True)  # AUC 0.75
+    vit_p = zip("abcd", (0.1, 0.2, 0.7, 0.9), strict=True)  # AUC 1.0
+    size = summary({c: (truth[c], p) for c, p in size_p})
+    vit = summary({c: (truth[c], p) for c, p in vit_p})
+    extra = {"case_id": "e", "true": "grade3", "prob_grade2": "1", "prob_grade3": "0"}
+    vit["per_case"].append(extra)
+    rows = [
+        {"model": m, "task": "classification", "vs_encoder_off": "", "vs_encoder_off_ci95": ""}
+        for m in ("size", "vit")
+    ]
+    add_encoder_contribution(rows, {"size": size, "vit": vit}, {"size": "", "vit": "size"})
+    assert rows[0]["vs_encoder_off"] == ""  # the ablation itself
+    assert rows[1]["vs_encoder_off"] == pytest.approx(0.25)  # case e has no size row: left out
+    low, high = json.loads(rows[1]["vs_encoder_off_ci95"])
+    assert low <= 0.25 <= high <= 1.0
+
+
 def test_bench_finds_or_checks_the_encoder_off_row(tmp_path):
     bench = tmp_path / "bench.yaml"
     bench.write_text(
@@ -134,6 +162,18 @@ def test_encoder_off_rows_are_not_paired_with_each_other(tmp_path):
         "vit5": "off5",
         "off5": "",
     }
+
+
+def test_the_size_head_is_the_grading_benchs_encoder_off_row(tmp_path):
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "name: x\ntest: t.json\nmodels:\n"
+        "  - name: vit\n    config: ''\n    overrides: [model.task=classification, "
+        "model.head.name=mil]\n"
+        "  - name: size\n    config: ''\n    overrides: [model.task=classification, "
+        "model.encoder.name=none, model.head.name=size, 'data.spacing=[1.0,1.0,2.0]']\n"
+    )
+    assert encoder_off_pairs(load_bench_config(bench)) == {"vit": "size", "size": ""}
 
 
 def test_bench_config_errors_name_the_key(tmp_path, capsys):

@@ -278,3 +278,25 @@ def test_encoder_off_pyramid_trains_with_its_encoder_rows_augmentation(
     assert not any(key.startswith("head.project.") for key in state)
     first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
     assert first["train_loss"] > 0 and torch.isfinite(torch.tensor(first["train_loss"]))
+
+
+def test_the_size_baseline_trains_and_grades_without_an_encoder(glioma, tmp_path, capsys):
+    """The no-encoder grading row: the tumour's volume alone, trained through the same engine."""
+    config = tiny_config(
+        glioma,
+        tmp_path,
+        "model.encoder.name=none",
+        "model.head.name=size",
+        "data.spacing=[1.0,1.0,2.0]",
+        "train.epochs=3",
+        task="classification",
+    )
+    run_dir = run_training(config, progress=False)
+    last = rows(run_dir)[-1]
+    assert 0 <= last["auc"] <= 1 and last["temperature"] > 0
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    head = {k: v for k, v in checkpoint["model"].items() if k.startswith("head.")}
+    assert set(head) >= {"head.classify.weight", "head.classify.bias", "head.mean", "head.seen"}
+    assert float(head["head.seen"]) == 3 * 4  # every training case of every epoch, once
+    assert float(head["head.mean"]) > 0  # the mean log volume of the training tumours
+    assert "will not transfer" not in capsys.readouterr().err  # no encoder, no weights warning

@@ -117,8 +117,10 @@ class HeadConfig:
 
     Attributes:
         name: head registry name: ``pyramid`` (segmentation, default), ``seg3d`` (the earlier
-            single-scale segmentation head), ``mil`` or ``pool`` (classification: attention-MIL
-            over slices, or the mask-pooled linear probe).
+            single-scale segmentation head), ``mil``, ``pool`` or ``size`` (classification:
+            attention-MIL over slices, the mask-pooled linear probe, or the tumour's log volume
+            alone, the no-encoder baseline, with ``model.encoder.name=none`` and
+            ``data.spacing``).
         channels: hidden channels of the head (``pyramid``: width at full resolution, doubled
             per level; ``seg3d``: conv width; ``mil``: attention width).
         dropout: dropout probability inside the head, in [0, 1).
@@ -284,6 +286,13 @@ def validate_config(cfg: Config) -> None:
             "data.spacing",
             data.spacing,
             "null or three spacings > 0 mm",
+        ),
+        (
+            head.name != "size" or data.spacing is not None,
+            "data.spacing",
+            data.spacing,
+            "three spacings in mm with model.head.name=size (it counts the tumour's voxels on "
+            "that common grid), e.g. [1.0, 1.0, 2.0]",
         ),
         (data.ct_window[0] < data.ct_window[1], "data.ct_window", data.ct_window, "[low, high]"),
         (data.slab >= 1, "data.slab", data.slab, ">= 1"),

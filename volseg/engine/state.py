@@ -71,7 +71,11 @@ def build_session(
         targets = [plan.classes.index(c.target) for c in plan.train_cases]
         weights = class_weights(cfg.train.class_weights, targets, len(plan.classes))
         loss_fn = classification_loss(None if weights is None else weights.to(ctx.device))
-    cached = cfg.data.cache_features and bool(model.encoder.cacheable)
+    # A head that reads no features (the `size` baseline over the identity encoder) trains from
+    # the cache too: nothing it reads changes between epochs, and loading and resampling every
+    # volume every epoch is the whole cost of such a run.
+    reads_features = getattr(model.head, "reads_features", True)
+    cached = cfg.data.cache_features and (bool(model.encoder.cacheable) or not reads_features)
     loss_module: nn.Module = LossModule(
         model, plan.task, loss_fn, plan.modalities, CACHE_DTYPE if cached else None
     )

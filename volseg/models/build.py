@@ -30,7 +30,7 @@ from volseg.errors import VolsegError
 
 # ENCODERS and HEADS members register themselves on import: these modules (build_model reaches
 # them only through the registries), cls_head and encoder.
-from volseg.models import baselines, pool_head, pyramid_head, seg_head  # noqa: F401
+from volseg.models import baselines, pool_head, pyramid_head, seg_head, size_head  # noqa: F401
 from volseg.models.adapt import apply_adaptation
 from volseg.models.cls_head import GradeOutput
 from volseg.models.cnn_encoder import BACKBONES, build_encoder
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # inputs: the same head on the image alone, the row that says what the encoder contributes.
 IMAGE_ONLY_HEADS = ("pyramid",)
 # heads of one task, refused for the other (a newly registered head is not checked)
-GRADING_HEADS = ("mil", "pool")
+GRADING_HEADS = ("mil", "pool", "size")
 SEGMENTATION_HEADS = ("pyramid", "seg3d", "monai_unet", "monai_swinunetr")
 
 VIT_SIZES = {
@@ -213,7 +213,7 @@ def head_kwargs(
     head, enc = cfg.head, cfg.encoder
     other = SEGMENTATION_HEADS if cfg.task == "classification" else GRADING_HEADS
     if head.name in other:
-        wanted = "mil or pool" if cfg.task == "classification" else "pyramid or seg3d"
+        wanted = "mil, pool or size" if cfg.task == "classification" else "pyramid or seg3d"
         raise VolsegError(
             f"model.head.name={head.name} does not fit model.task={cfg.task}; "
             f"use a {cfg.task} head ({wanted})"
@@ -249,6 +249,11 @@ def head_kwargs(
             depth=head.depth,
             anisotropic=head.anisotropic,
             feature_blocks=len(set(enc.layers)) if stacked else 1,
+        )
+    if head.name == "size" and enc.name != "none":
+        raise VolsegError(
+            "model.head.name=size reads only the tumour mask, so an encoder would run for "
+            f"nothing: set model.encoder.name=none (not {enc.name!r})"
         )
     mil = {}
     if head.name == "mil":
