@@ -236,8 +236,12 @@ def encoder_off_pairs(cfg: BenchConfig) -> dict[str, str]:
     return {m.name: m.encoder_off or ("" if m.name in ablations else off) for m in cfg.models}
 
 
-def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
+def run_bench(cfg: BenchConfig, *, progress: bool = True, order: Sequence[str] = ()) -> Path:
     """Run every model of ``cfg``; returns the path of the report.
+
+    ``order`` names every model of the whole config when ``cfg`` is a selection (``--only``):
+    the rows an earlier run wrote to ``bench.csv`` for the models not run now are kept, in that
+    order, so a partial rerun updates the table instead of replacing it.
 
     Raises:
         VolsegError: a bad config, a failed prediction, or an unreadable test set.
@@ -252,16 +256,31 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True) -> Path:
         results = [_bench_model(model, cfg, out, progress=progress) for model in cfg.models]
         rows = [row for row, _ in results]
         add_encoder_contribution(rows, {row["model"]: s for row, s in results}, pairs)
+        print_bench(rows)
+        rows = merge_rows(out / "bench.csv", rows, order)
         with atomic_path(out / "bench.csv") as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        print_bench(rows)
     if cfg.probes:
         from volseg.probe.bench import run_bench_probes
 
         run_bench_probes(cfg.probes, out, progress=progress)
     return write_report([out], out / "report", title=f"volseg bench: {cfg.name}")
+
+
+def merge_rows(
+    path: Path, rows: Sequence[dict[str, Any]], order: Sequence[str]
+) -> list[dict[str, Any]]:
+    """``rows`` plus the rows of ``path`` (an earlier ``bench.csv``) for the models of ``order``
+    that ``rows`` lacks, in ``order`` (``rows`` alone when ``order`` is empty or no file)."""
+    if not order or not path.is_file():
+        return list(rows)
+    with open(path, newline="") as f:
+        earlier = {row["model"]: row for row in csv.DictReader(f) if row.get("model")}
+    fresh = {row["model"]: row for row in rows}
+    merged = [fresh.get(name) or earlier.get(name) for name in order]
+    return [row for row in merged if row is not None] + [r for r in rows if r["model"] not in order]
 
 
 def _bench_model(

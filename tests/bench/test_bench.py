@@ -243,3 +243,21 @@ def test_only_keeps_the_named_models_and_says_which_names_exist(tmp_path):
     rows = [{"model": "vit", "task": "segmentation", "vs_encoder_off": ""}]
     add_encoder_contribution(rows, {"vit": {}}, {"vit": "off"})
     assert rows[0]["vs_encoder_off"] == ""
+
+
+def test_a_partial_rerun_keeps_the_other_models_rows(tmp_path):
+    """--only updates bench.csv: rows of models not rerun stay, in the config's order; rows of
+    models no longer in the config go."""
+    from volseg.bench import BENCH_COLUMNS, merge_rows
+
+    path = tmp_path / "bench.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=BENCH_COLUMNS)
+        writer.writeheader()
+        for name, score in (("a", "0.5"), ("b", "0.6"), ("gone", "0.1")):
+            writer.writerow({"model": name, "score": score})
+    fresh = [{"model": "b", "score": 0.9}, {"model": "c", "score": 0.7}]
+    merged = merge_rows(path, fresh, ["a", "b", "c"])
+    assert [(r["model"], r["score"]) for r in merged] == [("a", "0.5"), ("b", 0.9), ("c", 0.7)]
+    assert merge_rows(path, fresh, []) == fresh  # a whole run replaces the table
+    assert merge_rows(tmp_path / "none.csv", fresh, ["a", "b", "c"]) == fresh

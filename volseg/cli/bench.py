@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--only",
         metavar="NAME[,NAME]",
-        help="run only these models and probes of the config (comma-separated names); the "
-        "encoder's contribution is filled where a model's encoder-off row is among them",
+        help="run only these models and probes of the config (comma-separated names); "
+        "bench.csv keeps the earlier rows of the other models; the encoder's contribution is "
+        "filled where a model's encoder-off row is among them",
     )
     p.add_argument("config", type=Path, help="bench YAML")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="bench config overrides")
@@ -40,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from volseg.bench import load_bench_config, run_bench, select
 
     cfg = load_bench_config(args.config, args.overrides)
+    order: list[str] = []
     if args.only is not None:
+        order = [m.name for m in cfg.models]  # the other models' earlier rows stay in bench.csv
         cfg = select(cfg, [n.strip() for n in args.only.split(",") if n.strip()], args.config)
-    report = run_bench(cfg)
+    report = run_bench(cfg, order=order)
     print(f"report: {report}")
     return 0
