@@ -261,3 +261,19 @@ def test_a_partial_rerun_keeps_the_other_models_rows(tmp_path):
     assert [(r["model"], r["score"]) for r in merged] == [("a", "0.5"), ("b", 0.9), ("c", 0.7)]
     assert merge_rows(path, fresh, []) == fresh  # a whole run replaces the table
     assert merge_rows(tmp_path / "none.csv", fresh, ["a", "b", "c"]) == fresh
+
+
+def test_the_leaderboard_names_auc_for_a_grading_benchs_contribution(tmp_path):
+    from volseg.report.collect import Bench
+    from volseg.report.compare import leaderboard_sections
+
+    rows = [
+        {"model": "vit", "task": "classification", "score": "0.8", "score_name": "AUC",
+         "vs_encoder_off": "-0.07", "vs_encoder_off_ci95": "[-0.2, 0.1]"},
+        {"model": "size", "task": "classification", "score": "0.9", "score_name": "AUC",
+         "vs_encoder_off": ""},
+    ]  # fmt: skip
+    table = leaderboard_sections([Bench(tmp_path, "g", rows, ["vit", "size"])])[0].blocks[0]
+    assert "encoder's contribution: AUC - encoder off [95% CI]" in table.header
+    assert "-0.070 [-0.2, 0.1]" in table.rows[0] and "Dice" not in table.caption
+    assert "size head" in table.caption

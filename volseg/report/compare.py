@@ -118,19 +118,28 @@ def leaderboard_sections(benches: Sequence[Bench]) -> list[Section]:
             )
         header = ["model", "rank", *(title for _, title, _ in LEADERBOARD_COLUMNS)]
         header.insert(3, "score 95% CI")
+        grading = [r for r in rows if r.get("vs_encoder_off") and r.get("task") == "classification"]
+        segmentation = [r for r in rows if r.get("vs_encoder_off") and r not in grading]
+        metric = "/".join(m for m, used in (("Dice", segmentation), ("AUC", grading)) if used)
         if with_contribution:
-            header.append("encoder's contribution: Dice - encoder off [95% CI]")
+            header.append(f"encoder's contribution: {metric} - encoder off [95% CI]")
         caption = (
             f"{bench.path / 'bench.csv'}, in the order of the bench config's models; rank by "
             "score (1 = best). Scores are on the held-out test set "
             f"{bench.test or '(see bench.yaml)'}; their CIs and paired tests follow below."
         )
-        if with_contribution:
+        if segmentation:
             caption += (
                 " The encoder's contribution is the mean over test cases of a model's per-case "
                 "foreground-mean Dice minus that of its encoder-off row (the same head with "
                 "model.encoder.name=none; bench.yaml pairs them) on the same case, with a "
                 "paired bootstrap 95% CI over cases; '-' where a row has no such pair."
+            )
+        if grading:
+            caption += (
+                " A grading model's contribution is its AUC minus that of its encoder-off row "
+                "(the size head: the tumour's volume, no encoder; bench.yaml pairs them) on the "
+                "same test cases, with a paired bootstrap 95% CI over cases."
             )
         sections.append(
             Section(

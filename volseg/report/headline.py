@@ -84,7 +84,7 @@ def weights_kind(encoder: dict) -> str:
     """The encoder's weights in a few words: random, a packaged name, a file, or a hub name."""
     weights = str(encoder.get("weights"))
     return {
-        "baseline": "none (MONAI baseline)",
+        "baseline": "none (no foundation encoder)",
         "unset": "not set in the config",
         "random": RANDOM_WEIGHTS,
         "packaged": f"{weights} (packaged, trained)",
@@ -178,7 +178,9 @@ def _model_items(run: Run) -> list[tuple[str, str]]:
     model = mapping(run.config, "model")
     encoder, head = mapping(model, "encoder"), mapping(model, "head")
     name = str(encoder.get("name", "n/a"))
-    if name == BASELINE_ENCODER:
+    if name == BASELINE_ENCODER and head.get("name") == "size":
+        text = "size head (no encoder: the tumour mask's log volume alone)"
+    elif name == BASELINE_ENCODER:
         text = f"{head.get('name', 'n/a')} (MONAI baseline, no foundation encoder)"
     else:
         text = f"{name} encoder ({encoder.get('mode', 'n/a')}) + {head.get('name', 'n/a')} head"
