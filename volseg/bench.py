@@ -204,13 +204,11 @@ def select(cfg: BenchConfig, names: Sequence[str], path: str | Path) -> BenchCon
 def _is_encoder_off(model: BenchModel) -> bool:
     """Whether ``model`` is trained here as the encoder-off ablation (the pyramid head on the
     image alone, or the grading ``size`` head: the tumour's volume, no encoder)."""
-    from volseg.models.build import image_only
+    from volseg.models.build import encoder_off
 
     if model.run:
         return False
-    cfg = load_config(Config, model.config or None, model.overrides).model
-    size_only = cfg.task == "classification" and cfg.head.name == "size"
-    return image_only(cfg) or size_only
+    return encoder_off(load_config(Config, model.config or None, model.overrides).model)
 
 
 def encoder_off_model(cfg: BenchConfig) -> str:

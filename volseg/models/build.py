@@ -198,6 +198,12 @@ def image_only(cfg: ModelConfig) -> bool:
     )
 
 
+def encoder_off(cfg: ModelConfig) -> bool:
+    """True for a model that is the encoder-off row of a benchmark: the image-only ablation
+    (:func:`image_only`) or the grading ``size`` head (the tumour's volume, no encoder)."""
+    return image_only(cfg) or (cfg.task == "classification" and cfg.head.name == "size")
+
+
 def head_kwargs(
     cfg: ModelConfig,
     in_channels: int,
