@@ -300,3 +300,25 @@ def test_the_size_baseline_trains_and_grades_without_an_encoder(glioma, tmp_path
     assert float(head["head.seen"]) == 3 * 4  # every training case of every epoch, once
     assert float(head["head.mean"]) > 0  # the mean log volume of the training tumours
     assert "will not transfer" not in capsys.readouterr().err  # no encoder, no weights warning
+
+
+def test_the_size_baseline_refuses_a_case_without_a_mask_at_planning(glioma, tmp_path):
+    """A cohort whose cases lack the tumour mask fails in one line naming the case and the key,
+    before any run folder is made, not at the size head's first training step."""
+    from volseg.engine.plan import make_plan
+
+    manifest = json.loads(glioma.read_text())
+    for case in manifest["cases"]:
+        case["images"] = {m: str(glioma.parent / p) for m, p in case["images"].items()}
+        case["label"] = str(glioma.parent / case["label"])
+        case["mask"] = str(glioma.parent / case["mask"])
+    first = manifest["cases"][0]
+    del first["mask"]
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    overrides = ("model.encoder.name=none", "data.spacing=[1.0,1.0,2.0]")
+    config = tiny_config(path, tmp_path, *overrides, "model.head.name=size", task="classification")
+    with pytest.raises(VolsegError, match=rf"case '{first['id']}' has no 'mask'"):
+        make_plan(config)
+    make_plan(tiny_config(path, tmp_path, *overrides, task="classification"))  # mil: masks optional
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no run folder
