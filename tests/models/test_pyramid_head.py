@@ -188,10 +188,33 @@ def test_image_dropout_drops_the_coarse_image_levels_in_training_only():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.down.parameters())
 
 
+def test_feature_dropout_zeroes_feature_values_in_training_only():
+    torch.manual_seed(0)
+    shape = (16, 16, 3)
+    head = PyramidHead3D(F, 2, channels=4, depth=2, feature_dropout=0.5)
+    features = torch.randn(1, F, *feature_grid(shape, "axial"), requires_grad=True)
+    image = torch.rand(1, 1, *shape)
+    head(features, image).square().sum().backward()
+    dropped = (features.grad == 0).float().mean()  # a dropped value has no say in the logits
+    assert 0.3 < float(dropped) < 0.7
+    features.grad = None
+    head.eval()  # inference: every value, deterministic
+    head(features, image).square().sum().backward()
+    assert bool((features.grad != 0).all())
+    assert torch.equal(head(features, image), head(features, image))
+    with pytest.raises(ValueError, match="feature_dropout need features"):
+        PyramidHead3D(0, 2, feature_dropout=0.5)
+
+
 def test_token_decoder_and_image_dropout_are_pyramid_options():
-    for key in ("model.head.token_decoder=true", "model.head.image_dropout=0.2"):
-        cfg = load_config(Config, None, ["model.head.name=seg3d", key])
+    keys = ("token_decoder=true", "image_dropout=0.2", "feature_dropout=0.2")
+    for key in keys:
+        cfg = load_config(Config, None, ["model.head.name=seg3d", f"model.head.{key}"])
         with pytest.raises(VolsegError, match="pyramid head only"):
             build_model(cfg.model, num_classes=2, modalities=["CT"])
-    with pytest.raises(VolsegError, match="model.head.image_dropout"):
-        load_config(Config, None, ["model.head.image_dropout=1.0"])
+    for key in ("image_dropout", "feature_dropout"):
+        with pytest.raises(VolsegError, match=f"model.head.{key}"):
+            load_config(Config, None, [f"model.head.{key}=1.0"])
+    cfg = load_config(Config, None, ["model.head.feature_dropout=0.3"])
+    model = build_model(cfg.model, num_classes=2, modalities=["CT"])
+    assert model.head.feature_dropout.p == 0.3

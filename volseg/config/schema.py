@@ -136,6 +136,9 @@ class HeadConfig:
         image_dropout: ``pyramid``: in training, drop the image path below full resolution
             (its 1/2 ... 1/2**depth levels) of a sample with this probability, so the coarse
             decisions must come from the features; in [0, 1).
+        feature_dropout: ``pyramid``: in training, zero each feature value the head reads with
+            this probability (inverted dropout, before the projections), against a few-volume
+            head memorising the 1536-channel token stack; in [0, 1).
         lesion_contrast: ``mil``: every slice token also carries the mask-weighted feature
             mean minus the mean of the rest of the slice (the lesion against its surroundings,
             which scanner gain and bias field shift less); needs a mask.
@@ -149,6 +152,7 @@ class HeadConfig:
     modality_dropout: float = 0.25
     token_decoder: bool = False
     image_dropout: float = 0.0
+    feature_dropout: float = 0.0
     lesion_contrast: bool = False
 
 
@@ -333,6 +337,12 @@ def validate_config(cfg: Config) -> None:
             0 <= head.image_dropout < 1,
             "model.head.image_dropout",
             head.image_dropout,
+            "in [0, 1)",
+        ),  # fmt: skip
+        (
+            0 <= head.feature_dropout < 1,
+            "model.head.feature_dropout",
+            head.feature_dropout,
             "in [0, 1)",
         ),  # fmt: skip
         (train.epochs >= 1, "train.epochs", train.epochs, ">= 1"),

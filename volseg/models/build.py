@@ -241,11 +241,15 @@ def head_kwargs(
         stacked = enc.fusion == "stack" and enc.layers is not None
         pyramid = {}
         if head.name == "pyramid":
-            pyramid = dict(token_decoder=head.token_decoder, image_dropout=head.image_dropout)
-        elif head.token_decoder or head.image_dropout:
+            pyramid = dict(
+                token_decoder=head.token_decoder,
+                image_dropout=head.image_dropout,
+                feature_dropout=head.feature_dropout,
+            )
+        elif head.token_decoder or head.image_dropout or head.feature_dropout:
             raise VolsegError(
-                "model.head.token_decoder and model.head.image_dropout apply to the pyramid "
-                f"head only, not {head.name!r}; leave them at false and 0"
+                "model.head.token_decoder, image_dropout and feature_dropout apply to the "
+                f"pyramid head only, not {head.name!r}; leave them at false and 0"
             )
         return dict(
             common,

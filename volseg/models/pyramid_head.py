@@ -153,6 +153,8 @@ class PyramidHead3D(nn.Module):
             logits are resampled onto the image grid (linear) and added to the pyramid's.
         image_dropout: probability of dropping a sample's image path below full resolution in
             training (its levels ``1 .. L`` are zeroed where they meet the features).
+        feature_dropout: probability of zeroing each feature value before the projections
+            in training (inverted dropout; the token decoder reads the same dropped features).
 
     Attributes:
         slices_first: run inference (no gradients) in the slices-first layout (default True;
@@ -176,10 +178,13 @@ class PyramidHead3D(nn.Module):
         feature_blocks: int = 1,
         token_decoder: bool = False,
         image_dropout: float = 0.0,
+        feature_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if (token_decoder or image_dropout) and not in_channels:
-            raise ValueError("token_decoder and image_dropout need features (in_channels > 0)")
+        if (token_decoder or image_dropout or feature_dropout) and not in_channels:
+            raise ValueError(
+                "token_decoder, image_dropout and feature_dropout need features (in_channels > 0)"
+            )
         if depth < 1:
             raise ValueError(f"pyramid head needs depth >= 1 level below full resolution: {depth}")
         self.patch_size, self.input_size, self.slice_axis = patch_size, input_size, slice_axis
@@ -218,6 +223,7 @@ class PyramidHead3D(nn.Module):
         )
         self.classify = nn.Conv3d(widths[0], num_classes, 1)
         self.image_dropout = image_dropout
+        self.feature_dropout = nn.Dropout(feature_dropout) if feature_dropout else nn.Identity()
         self.token_logits = (
             _InPlane(nn.Conv2d(in_channels, num_classes, 1), slice_axis) if token_decoder else None
         )
@@ -238,6 +244,7 @@ class PyramidHead3D(nn.Module):
             vit: list[Tensor | None] = [None] * (len(self.widths) - 1)
             return self._run(image, vit)
         check_feature_grid(features, size, self.slice_axis, self.patch_size, self.input_size)
+        features = self.feature_dropout(features)
         projected = self.project(features).split(self.widths[1:], dim=1)
         vit = [
             tokens_to_grid(
