@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -163,12 +164,19 @@ def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     ]
     report = run_demo(out, overrides=fast, cases={"organs": (4, 2), "glioma": (4, 2)})
     assert report == out / "report" / "report.html" and report.is_file()
-    for task in ("organs", "glioma"):
-        assert (out / "runs" / task / "checkpoints" / "best.pt").is_file()
-        assert (out / "evaluation" / task / "summary.json").is_file()
+    for name in ("organs", "no_encoder", "glioma"):
+        assert (out / "runs" / name / "checkpoints" / "best.pt").is_file()
+        assert (out / "evaluation" / name / "summary.json").is_file()
     assert (out / "predictions" / "glioma" / "predictions.csv").is_file()
+    configs = {n: (out / "runs" / n / "config.yaml").read_text() for n in ("organs", "no_encoder")}
+    assert "vit_test_patch14_dinov2" in configs["organs"]  # the user's overrides are applied
+    assert "name: none" in configs["no_encoder"]  # and the encoder-off row keeps no encoder
+    assert "epochs: 1" in configs["organs"] and "epochs: 1" in configs["no_encoder"]
     printed = capsys.readouterr().out
     assert "held-out foreground mean Dice" in printed and "held-out AUC" in printed
+    assert re.search(r"the encoder's contribution [+-]\d\.\d{3} \[-?\d", printed)
+    html = report.read_text()
+    assert "evaluation/organs - evaluation/no_encoder" in html  # the paired comparison
 
 
 def test_models_prints_encoder_and_head_parameter_counts(capsys):

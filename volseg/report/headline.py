@@ -73,7 +73,7 @@ def encoder_weights_text(encoder: dict) -> str:
     """What ``model.encoder`` of a run's config says the encoder's weights are."""
     weights = str(encoder.get("weights"))
     return {
-        "baseline": "none (a MONAI baseline: no foundation encoder)",
+        "baseline": "none (no foundation encoder: a MONAI baseline or an encoder-off head)",
         "unset": "not set in the config",
         "random": "random initialisation (model.encoder.weights: null), not pretrained",
         "packaged": f"{weights}: {WEIGHTS_DESCRIPTIONS.get(weights)}",
