@@ -215,6 +215,10 @@ def test_token_decoder_and_image_dropout_are_pyramid_options():
     for key in ("image_dropout", "feature_dropout"):
         with pytest.raises(VolsegError, match=f"model.head.{key}"):
             load_config(Config, None, [f"model.head.{key}=1.0"])
+    for key in keys:  # the encoder-off pyramid has no features to act on: one line, no trace
+        cfg = load_config(Config, None, ["model.encoder.name=none", f"model.head.{key}"])
+        with pytest.raises(VolsegError, match="model.encoder.name=none"):
+            build_model(cfg.model, num_classes=2, modalities=["CT"])
     cfg = load_config(Config, None, ["model.head.feature_dropout=0.3"])
     model = build_model(cfg.model, num_classes=2, modalities=["CT"])
     assert model.head.feature_dropout.p == 0.3

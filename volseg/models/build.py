@@ -241,6 +241,13 @@ def head_kwargs(
         stacked = enc.fusion == "stack" and enc.layers is not None
         pyramid = {}
         if head.name == "pyramid":
+            if enc.name == "none" and (
+                head.token_decoder or head.image_dropout or head.feature_dropout
+            ):
+                raise VolsegError(
+                    "model.head.token_decoder, image_dropout and feature_dropout act on the "
+                    "encoder's features; with model.encoder.name=none leave them at false and 0"
+                )
             pyramid = dict(
                 token_decoder=head.token_decoder,
                 image_dropout=head.image_dropout,
