@@ -239,24 +239,21 @@ def head_kwargs(
                 "leave it at false for segmentation"
             )
         stacked = enc.fusion == "stack" and enc.layers is not None
+        without = repr(head.name) if head.name != "pyramid" else "model.encoder.name=none"
+        if (head.token_decoder or head.image_dropout or head.feature_dropout) and (
+            head.name != "pyramid" or enc.name == "none"
+        ):
+            raise VolsegError(
+                "model.head.token_decoder, image_dropout and feature_dropout act on encoder "
+                f"features and apply to the pyramid head only, not {without}; leave them at "
+                "false and 0"
+            )
         pyramid = {}
         if head.name == "pyramid":
-            if enc.name == "none" and (
-                head.token_decoder or head.image_dropout or head.feature_dropout
-            ):
-                raise VolsegError(
-                    "model.head.token_decoder, image_dropout and feature_dropout act on the "
-                    "encoder's features; with model.encoder.name=none leave them at false and 0"
-                )
             pyramid = dict(
                 token_decoder=head.token_decoder,
                 image_dropout=head.image_dropout,
                 feature_dropout=head.feature_dropout,
-            )
-        elif head.token_decoder or head.image_dropout or head.feature_dropout:
-            raise VolsegError(
-                "model.head.token_decoder, image_dropout and feature_dropout apply to the "
-                f"pyramid head only, not {head.name!r}; leave them at false and 0"
             )
         return dict(
             common,
