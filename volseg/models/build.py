@@ -239,10 +239,10 @@ def head_kwargs(
                 "leave it at false for segmentation"
             )
         stacked = enc.fusion == "stack" and enc.layers is not None
-        without = repr(head.name) if head.name != "pyramid" else "model.encoder.name=none"
         if (head.token_decoder or head.image_dropout or head.feature_dropout) and (
             head.name != "pyramid" or enc.name == "none"
         ):
+            without = repr(head.name) if head.name != "pyramid" else "model.encoder.name=none"
             raise VolsegError(
                 "model.head.token_decoder, image_dropout and feature_dropout act on encoder "
                 f"features and apply to the pyramid head only, not {without}; leave them at "
