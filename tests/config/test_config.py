@@ -237,7 +237,7 @@ def test_config_keys_are_dotted_leaves() -> None:
     assert keys[:3] == ["name", "output_dir", "seed"]
     assert "model.encoder.lora.rank" in keys and "inference.tta" in keys
     assert "model.encoder" not in keys
-    assert len(keys) == len(set(keys)) == 58
+    assert len(keys) == len(set(keys)) == 59
 
 
 # ----------------------------------------------------------------------------- shipped YAMLs

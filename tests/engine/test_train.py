@@ -296,10 +296,24 @@ def test_the_size_baseline_trains_and_grades_without_an_encoder(glioma, tmp_path
     assert 0 <= last["auc"] <= 1 and last["temperature"] > 0
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     head = {k: v for k, v in checkpoint["model"].items() if k.startswith("head.")}
-    assert set(head) >= {"head.classify.weight", "head.classify.bias", "head.mean", "head.seen"}
-    assert float(head["head.seen"]) == 3 * 4  # every training case of every epoch, once
-    assert float(head["head.mean"]) > 0  # the mean log volume of the training tumours
+    moments = {"head.volume.mean", "head.volume.seen"}
+    assert set(head) >= {"head.classify.weight", "head.classify.bias", *moments}
+    assert float(head["head.volume.seen"]) == 3 * 4  # every training case of every epoch, once
+    assert float(head["head.volume.mean"]) > 0  # the mean log volume of the training tumours
     assert "will not transfer" not in capsys.readouterr().err  # no encoder, no weights warning
+
+
+def test_a_mil_run_with_lesion_volume_learns_the_training_volumes(glioma, tmp_path):
+    """The volume term trains through the cached engine (frozen encoder): its running moments
+    see every training case of every epoch, and the checkpoint keeps them."""
+    config = tiny_config(
+        glioma, tmp_path, "data.spacing=[1.0,1.0,2.0]", "model.head.lesion_volume=true",
+        task="classification",
+    )  # fmt: skip
+    run_dir = run_training(config, progress=False)
+    model = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    assert float(model["head.volume.seen"]) == 2 * 4 and float(model["head.volume.mean"]) > 0
+    assert model["head.volume_logits.weight"].shape == (2, 1)
 
 
 def test_the_size_baseline_refuses_a_case_without_a_mask_at_planning(glioma, tmp_path):
@@ -320,5 +334,11 @@ def test_the_size_baseline_refuses_a_case_without_a_mask_at_planning(glioma, tmp
     config = tiny_config(path, tmp_path, *overrides, "model.head.name=size", task="classification")
     with pytest.raises(VolsegError, match=rf"case '{first['id']}' has no 'mask'"):
         make_plan(config)
+    volume = tiny_config(
+        path, tmp_path, "data.spacing=[1.0,1.0,2.0]", "model.head.lesion_volume=true",
+        task="classification",
+    )  # fmt: skip
+    with pytest.raises(VolsegError, match=r"has no 'mask'.*lesion_volume=true grades"):
+        make_plan(volume)
     make_plan(tiny_config(path, tmp_path, *overrides, task="classification"))  # mil: masks optional
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no run folder

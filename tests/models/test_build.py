@@ -95,6 +95,17 @@ def test_lesion_contrast_reaches_the_grading_head_and_is_refused_for_segmentatio
         build_model(seg, num_classes=2, modalities=["CT"])
 
 
+def test_lesion_volume_reaches_the_mil_head_only():
+    head = HeadConfig(name="mil", lesion_volume=True)
+    cfg = ModelConfig(task="classification", encoder=EncoderConfig(name=TINY), head=head)
+    model = build_model(cfg, num_classes=2, modalities=MODALITIES)
+    assert model.head.volume is not None and model.head.volume_logits.out_features == 2
+    for other in (replace(cfg, head=replace(head, name="pool")), seg_config()):
+        other = replace(other, head=replace(other.head, lesion_volume=True))
+        with pytest.raises(VolsegError, match="lesion_volume applies to the grading mil head"):
+            build_model(other, num_classes=2, modalities=list(MODALITIES))
+
+
 def test_frozen_and_lora_modes_from_config():
     frozen = parameter_counts(build_model(seg_config(), num_classes=2, modalities=["CT"]))
     assert frozen["encoder_trainable"] == 0

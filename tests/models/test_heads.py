@@ -292,3 +292,32 @@ def test_lesion_contrast_head_trains():
     logits = head(features, mask=mask).logits
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).backward()
     assert_all_grads(head)
+
+
+def test_lesion_volume_adds_the_standardised_log_volume_term_to_the_logits():
+    head = cls_head(lesion_volume=True, modality_dropout=0.0).train()
+    features = {m: features_for("axial", 3) for m in MODALITIES}
+    masks = torch.zeros(3, 1, *IMAGE)
+    for i, n in enumerate((20, 200, 2000)):
+        masks[i].view(-1)[:n] = 1.0
+    head(features, mask=masks)  # training: the running moments learn the three volumes
+    seen = torch.log1p(torch.tensor([20.0, 200.0, 2000.0]))
+    assert torch.allclose(head.volume.mean, seen.mean().view(1), atol=1e-5)
+    head.eval()
+    out = head(features, mask=masks)
+    z = (seen - seen.mean()) / (seen.var(unbiased=False) + 1e-5).sqrt()
+    volume_term = head.volume_logits(z[:, None])
+    plain = head.classify(out.embedding)
+    assert torch.allclose(out.logits, plain + volume_term, atol=1e-5)
+    assert not torch.allclose(volume_term[0], volume_term[2])  # another volume, another term
+    torch.nn.functional.cross_entropy(head.train()(features, mask=masks).logits,
+                                      torch.tensor([0, 1, 2])).backward()  # fmt: skip
+    assert_all_grads(head)
+    with pytest.raises(VolsegError, match="lesion_volume=true grades partly from the tumour"):
+        head.eval()(features)  # no mask
+
+
+def test_without_lesion_volume_the_head_has_no_volume_term():
+    head = cls_head()
+    assert head.volume is None and head.volume_logits is None
+    assert not any(k.startswith("volume") for k in head.state_dict())

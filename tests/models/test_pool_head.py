@@ -100,7 +100,7 @@ def test_pool_head_builds_from_config_and_grades_a_volume():
     assert out.logits.shape == (1, 2)
     assert torch.allclose(out.slice_attention["T2"], torch.tensor([[0.0, 0.5, 0.5, 0.0]]))
     bad = replace(cfg, head=HeadConfig(name="pool", lesion_contrast=True))
-    with pytest.raises(VolsegError, match="lesion_contrast applies to the mil head only"):
+    with pytest.raises(VolsegError, match="lesion_contrast applies to the grading mil head only"):
         build_model(bad, num_classes=2, modalities=list(MODALITIES))
 
 

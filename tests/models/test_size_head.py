@@ -60,8 +60,9 @@ def test_batches_of_one_give_the_moments_of_all_cases_seen_and_gradients_flow():
     for n in (5, 20, 80):
         out = head({"T1": torch.zeros(1, 1, 6, 6, 4)}, mask=volumes(n))
     seen = torch.log1p(torch.tensor([5.0, 20.0, 80.0]))
-    assert torch.allclose(head.mean, seen.mean().view(1), atol=1e-6)
-    assert torch.allclose(head.squares / head.seen, seen.var(unbiased=False).view(1), atol=1e-6)
+    assert torch.allclose(head.volume.mean, seen.mean().view(1), atol=1e-6)
+    variance = head.volume.squares / head.volume.seen
+    assert torch.allclose(variance, seen.var(unbiased=False).view(1), atol=1e-6)
     out.logits.sum().backward()
     assert head.classify.weight.grad is not None and head.classify.weight.grad.abs().sum() > 0
 
@@ -97,3 +98,21 @@ def test_size_needs_a_common_spacing():
         load_config(Config, None, keys)
     cfg = load_config(Config, None, [*keys, "data.spacing=[1.0,1.0,2.0]"])
     assert cfg.data.spacing == (1.0, 1.0, 2.0)
+
+
+def test_lesion_volume_needs_a_common_spacing_too():
+    keys = ["model.task=classification", "model.head.name=mil", "model.head.lesion_volume=true"]
+    with pytest.raises(VolsegError, match="data.spacing.*lesion_volume=true"):
+        load_config(Config, None, keys)
+    assert load_config(Config, None, [*keys, "data.spacing=[1.0,1.0,2.0]"]).model.head.lesion_volume
+
+
+def test_a_size_checkpoint_of_the_earlier_layout_still_loads():
+    """Before LogVolume, the head held its running moments as its own buffers."""
+    trained = SizeHead(1, 2, modalities=MODALITIES).train()
+    trained({"T1": torch.zeros(3, 1, 6, 6, 4)}, mask=volumes(4, 30, 90))
+    old = {k.removeprefix("volume."): v for k, v in trained.state_dict().items()}
+    assert set(old) == {"seen", "mean", "squares", "classify.weight", "classify.bias"}
+    fresh = SizeHead(1, 2, modalities=MODALITIES)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.volume.mean, trained.volume.mean) and float(fresh.volume.seen) == 3

@@ -14,8 +14,8 @@ from volseg.config.schema import (
     LoraConfig,
     ModelConfig,
     TrainConfig,
-    validate_config,
 )
+from volseg.config.validate import validate_config
 
 __all__ = [
     "Config",

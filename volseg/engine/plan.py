@@ -150,20 +150,22 @@ def make_plan(config: Config, *, world_size: int = 1, check_labels: bool = False
         plan.classes = list(manifest.classes)
         if len(plan.classes) < 2:
             raise VolsegError(f"{data.manifest}: grading needs at least two classes")
-        if config.model.head.name == "size":
-            _require_masks(data.manifest, train_cases + val_cases)
+        head = config.model.head
+        if head.name == "size" or head.lesion_volume:
+            why = "the size head" if head.name == "size" else "model.head.lesion_volume=true"
+            _require_masks(data.manifest, train_cases + val_cases, why)
     return plan
 
 
-def _require_masks(manifest: str, cases: list[Case]) -> None:
-    """The ``size`` head grades from the tumour mask alone: refuse a case without one now,
-    not at its first training step."""
+def _require_masks(manifest: str, cases: list[Case], why: str) -> None:
+    """The ``size`` head and ``lesion_volume`` grade from the tumour mask's volume: refuse a
+    case without one now, not at its first training step."""
     missing = [case.id for case in cases if case.mask is None]
     if missing:
         raise VolsegError(
             f"{manifest}: case {missing[0]!r} has no 'mask' ({len(missing)} of {len(cases)} "
-            "cases lack one); the size head grades from the tumour mask, so give every case "
-            "a mask or pick another model.head.name"
+            f"cases lack one); {why} grades from the tumour's volume, so give every case "
+            "a mask or pick another model.head"
         )
 
 

@@ -232,12 +232,14 @@ def head_kwargs(
         input_size=input_size,
         slice_axis=enc.slice_axis,
     )
+    mil_only = [k for k in ("lesion_contrast", "lesion_volume") if getattr(head, k)]
+    if mil_only and head.name != "mil":
+        where = "segmentation" if cfg.task == "segmentation" else repr(head.name)
+        raise VolsegError(
+            f"model.head.{mil_only[0]} applies to the grading mil head only, not {where}; "
+            "leave it at false"
+        )
     if cfg.task == "segmentation":
-        if head.lesion_contrast:
-            raise VolsegError(
-                "model.head.lesion_contrast applies to the grading (mil) head only; "
-                "leave it at false for segmentation"
-            )
         stacked = enc.fusion == "stack" and enc.layers is not None
         if (head.token_decoder or head.image_dropout or head.feature_dropout) and (
             head.name != "pyramid" or enc.name == "none"
@@ -271,15 +273,12 @@ def head_kwargs(
         )
     mil = {}
     if head.name == "mil":
-        mil = dict(hidden=head.channels, lesion_contrast=head.lesion_contrast)
-    elif head.lesion_contrast:
-        raise VolsegError(
-            f"model.head.lesion_contrast applies to the mil head only, not {head.name!r}; "
-            "leave it at false"
+        mil = dict(
+            hidden=head.channels,
+            lesion_contrast=head.lesion_contrast,
+            lesion_volume=head.lesion_volume,
         )
-    return dict(
-        common, **mil, modalities=list(modalities), modality_dropout=head.modality_dropout
-    )
+    return dict(common, **mil, modalities=list(modalities), modality_dropout=head.modality_dropout)
 
 
 def parameter_counts(model: SegmentationModel | GradingModel) -> dict[str, int]:

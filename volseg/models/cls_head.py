@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from volseg.errors import VolsegError
 from volseg.models.registry import HEADS
 from volseg.models.slicing import pool_to_feature_grid, slice_dim
+from volseg.models.volume import LogVolume
 
 
 @dataclass
@@ -95,6 +96,11 @@ class ClsHead(nn.Module):
     brain, which a per-scanner gain or a smooth bias field shifts much less than the lesion's
     own features.
 
+    With ``lesion_volume`` the logits also get a linear term in the mask's standardised log
+    volume (:class:`~volseg.models.volume.LogVolume`, the ``size`` head's one input), so the
+    tumour's size in mm³ (on a common ``data.spacing``) is a cue of its own beside the features,
+    not only a per-slice patch count inside the tokens; it needs the mask at image resolution.
+
     Modality dropout (training only) drops each present modality of each sample with
     probability ``modality_dropout``; a sample that would lose all keeps one at random. Absent
     and dropped modalities are masked out of the modality softmax, so samples of one batch may
@@ -112,6 +118,7 @@ class ClsHead(nn.Module):
         input_size: the encoder's input size (None: native), for the same pooling.
         mask_bias: initial value of the learned slice-attention bias for masked slices.
         lesion_contrast: add the lesion-minus-surroundings mean to every slice token.
+        lesion_volume: add a linear term in the mask's standardised log volume to the logits.
 
     Raises:
         VolsegError: no modalities, a repeated one, or ``modality_dropout`` outside ``[0, 1)``.
@@ -131,6 +138,7 @@ class ClsHead(nn.Module):
         input_size: int | None = None,
         mask_bias: float = 2.0,
         lesion_contrast: bool = False,
+        lesion_volume: bool = False,
     ) -> None:
         super().__init__()
         check_modalities(modalities, modality_dropout)
@@ -154,6 +162,8 @@ class ClsHead(nn.Module):
         self.classify = nn.Sequential(
             nn.LayerNorm(hidden), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
         )
+        self.volume = LogVolume() if lesion_volume else None
+        self.volume_logits = nn.Linear(1, num_classes) if lesion_volume else None
 
     def slice_tokens(self, features: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """In-plane (mask-weighted) statistics of every slice.
@@ -257,6 +267,7 @@ class ClsHead(nn.Module):
             ValueError: no modality given, or a sample with none present.
         """
         valid = modalities_in_use(features, self.modalities, present)
+        volume_logits = self._volume_logits(mask)
         if mask is not None:  # pooled once here, not once per modality
             mask = self._mask_on_grid(mask, next(iter(features.values())).shape[2:])
         bags: dict[str, Tensor] = {}
@@ -275,8 +286,25 @@ class ClsHead(nn.Module):
         if self.training and self.modality_dropout > 0:
             valid = drop_modalities(valid, self.modality_dropout)
         embedding, modality_attention = self.modality_attention(stacked, valid)
-        return GradeOutput(self.classify(embedding), slice_attention, modality_attention, embedding)
+        logits = self.classify(embedding)
+        if volume_logits is not None:
+            logits = logits + volume_logits
+        return GradeOutput(logits, slice_attention, modality_attention, embedding)
 
+    def _volume_logits(self, mask: Tensor | None) -> Tensor | None:
+        """``lesion_volume``'s logit term from the image-resolution mask (None when off).
+
+        Raises:
+            VolsegError: ``lesion_volume`` and no mask.
+        """
+        if self.volume is None or self.volume_logits is None:
+            return None
+        if mask is None:
+            raise VolsegError(
+                "model.head.lesion_volume=true grades partly from the tumour's volume: give "
+                "every case a mask (manifest key 'mask', or --mask for volseg predict)"
+            )
+        return self.volume_logits(self.volume(mask))
 
 
 def check_modalities(modalities: Sequence[str], modality_dropout: float) -> None:

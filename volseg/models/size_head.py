@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from volseg.errors import VolsegError
 from volseg.models.cls_head import GradeOutput, check_modalities, modalities_in_use
 from volseg.models.registry import HEADS
 from volseg.models.slicing import slice_dim
+from volseg.models.volume import LogVolume
 
 
 @HEADS.register("size")
@@ -66,33 +66,15 @@ class SizeHead(nn.Module):
         check_modalities(modalities, modality_dropout)
         self.modalities = tuple(modalities)
         self.slice_dim = slice_dim(slice_axis)
-        # Mean and variance of every training log volume seen so far (exact running moments, not
-        # BatchNorm's batch statistics: the uncached engine trains a grading run one case per
-        # forward when the cases' grids differ, and a batch of one has no variance).
-        self.register_buffer("seen", torch.zeros(()))
-        self.register_buffer("mean", torch.zeros(1))
-        self.register_buffer("squares", torch.zeros(1))  # sum of squared deviations
+        self.volume = LogVolume()
         self.classify = nn.Linear(1, num_classes)
 
-    def _update_moments(self, x: Tensor) -> None:
-        """Merge the batch ``x (B, 1)`` into the running moments (Chan et al.'s pairwise update)."""
-        x = x.detach()
-        n, m = x.shape[0], x.mean(0)
-        total = self.seen + n
-        delta = m - self.mean
-        self.squares.add_(((x - m) ** 2).sum(0) + delta**2 * self.seen * n / total)
-        self.mean.add_(delta * n / total)
-        self.seen.copy_(total)
-
-    def standardise(self, x: Tensor) -> Tensor:
-        """``(x - mean) / sd`` over the training log volumes seen (sd 1 before two were seen)."""
-        var = self.squares / self.seen if self.seen >= 2 else torch.ones_like(self.squares)
-        return (x - self.mean) / (var + 1e-5).sqrt()
-
-    @staticmethod
-    def log_volume(mask: Tensor) -> Tensor:
-        """``(B, 1, X, Y, Z)`` mask -> ``(B, 1)`` ``log(1 + voxels)`` (a soft mask: its mass)."""
-        return torch.log1p(mask.float().flatten(1).sum(1, keepdim=True))
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Checkpoints written before LogVolume held the moments as this head's own buffers.
+        for name in ("seen", "mean", "squares"):
+            if prefix + name in state_dict:
+                state_dict[prefix + "volume." + name] = state_dict.pop(prefix + name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self,
@@ -113,10 +95,7 @@ class SizeHead(nn.Module):
                 "model.head.name=size grades from the tumour mask alone: give every case a "
                 "mask (manifest key 'mask', or --mask for volseg predict)"
             )
-        x = self.log_volume(mask)
-        if self.training:
-            self._update_moments(x)
-        z = self.standardise(x)
+        z = self.volume(mask)
         plane = tuple(2 + d for d in range(3) if d != self.slice_dim)
         per_slice = mask.float().sum(dim=plane)[:, 0]  # (B, Z)
         per_slice = per_slice / per_slice.sum(1, keepdim=True).clamp_min(1e-6)
