@@ -18,6 +18,11 @@ def validate_config(cfg: Config) -> None:
         VolsegError: naming the first offending key, its value and the allowed range.
     """
     data, enc, head, train = cfg.data, cfg.model.encoder, cfg.model.head, cfg.train
+    counts_volume = ""  # the key that makes the tumour's voxel count a model input, if any
+    if head.name == "size":
+        counts_volume = "model.head.name=size"
+    elif head.lesion_volume:
+        counts_volume = "model.head.lesion_volume=true"
     # Each condition holds for good values; NaN fails all of them.
     checks: list[tuple[bool, str, object, str]] = [
         (bool(cfg.name) and "/" not in cfg.name, "name", cfg.name, "a non-empty name without '/'"),
@@ -43,18 +48,11 @@ def validate_config(cfg: Config) -> None:
             "null or three spacings > 0 mm",
         ),
         (
-            head.name != "size" or data.spacing is not None,
+            not counts_volume or data.spacing is not None,
             "data.spacing",
             data.spacing,
-            "three spacings in mm with model.head.name=size (it counts the tumour's voxels on "
-            "that common grid), e.g. [1.0, 1.0, 2.0]",
-        ),
-        (
-            not head.lesion_volume or data.spacing is not None,
-            "data.spacing",
-            data.spacing,
-            "three spacings in mm with model.head.lesion_volume=true (it counts the tumour's "
-            "voxels on that common grid), e.g. [1.0, 1.0, 2.0]",
+            f"three spacings in mm with {counts_volume} (it counts the tumour's voxels on that "
+            "common grid), e.g. [1.0, 1.0, 2.0]",
         ),
         (data.ct_window[0] < data.ct_window[1], "data.ct_window", data.ct_window, "[low, high]"),
         (data.slab >= 1, "data.slab", data.slab, ">= 1"),
